@@ -1,0 +1,140 @@
+"""Table contracts: the raw landing zone, the lake and the warehouse.
+
+Every boundary of the pipeline selects the columns named here, in this order. The raw contract is what
+upstream systems deliver into ``landing/<table>/date=YYYY-MM-DD/`` (CSV with a header, or Parquet); it is
+documented for people in the README. No names, e-mail addresses or postal addresses: xsell only ever
+needs opaque customer ids.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DataType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+# --- raw contract ---------------------------------------------------------------------------------
+ORDER_LINES = "order_lines"
+PRODUCTS = "products"
+CUSTOMERS = "customers"
+RAW_TABLES = (ORDER_LINES, PRODUCTS, CUSTOMERS)
+
+#: One row per order line. ``customer_id`` is empty for guest checkouts; ``quantity`` is negative on
+#: returns; ``order_ts`` is UTC.
+ORDER_LINES_DDL = (
+    "order_id STRING, line_number INT, customer_id STRING, order_ts TIMESTAMP, product_id STRING, "
+    "quantity INT, unit_price DOUBLE, currency STRING, channel STRING, status STRING"
+)
+#: Daily catalogue snapshot. ``family`` and ``tier`` form the up-sell ladder (tier 1 < 2 < 3 within a
+#: family); products outside a ladder leave both empty.
+PRODUCTS_DDL = (
+    "product_id STRING, name STRING, category STRING, family STRING, tier INT, list_price DOUBLE, "
+    "margin_rate DOUBLE, active BOOLEAN"
+)
+#: Daily customer snapshot with the marketing consent and when it last changed.
+CUSTOMERS_DDL = (
+    "customer_id STRING, signup_date DATE, region STRING, marketing_consent BOOLEAN, "
+    "consent_updated_at TIMESTAMP"
+)
+RAW_DDL = {ORDER_LINES: ORDER_LINES_DDL, PRODUCTS: PRODUCTS_DDL, CUSTOMERS: CUSTOMERS_DDL}
+
+ORDER_STATUSES = ("completed", "cancelled", "returned")
+CHANNELS = ("web", "app", "store", "phone")
+MAX_TIER = 3
+
+# --- lake tables (Parquet, partitioned by date) ----------------------------------------------------
+#: One quarantine for every raw table: the row as it arrived (a JSON object of its raw text).
+QUARANTINE_DDL = (
+    "table_name STRING, record STRING, rule_id STRING, reason STRING, source_file STRING, run_id STRING, date DATE"
+)
+VALIDATION_RUNS_DDL = (
+    "table_name STRING, date DATE, run_id STRING, rows_in BIGINT, rows_valid BIGINT, "
+    "rows_quarantined BIGINT, rows_excluded BIGINT, quarantined_by_rule STRING, excluded_by_reason STRING, "
+    "gate_passed BOOLEAN"
+)
+BASKET_RULES_DDL = (
+    "run_date DATE, antecedent ARRAY<STRING>, consequent STRING, antecedent_support DOUBLE, "
+    "consequent_support DOUBLE, support DOUBLE, confidence DOUBLE, lift DOUBLE, baskets BIGINT"
+)
+
+# --- warehouse tables -----------------------------------------------------------------------------
+#: The export contract: the only columns that may ever reach the published audience table.
+AUDIENCE_COLUMNS = (
+    ("run_date", "DATE"),
+    ("offer_id", "VARCHAR"),
+    ("offer_type", "VARCHAR"),
+    ("customer_id", "VARCHAR"),
+    ("score", "DOUBLE"),
+    ("expected_value", "DOUBLE"),
+    ("rank", "INTEGER"),
+    ("decile", "INTEGER"),
+    ("cell", "VARCHAR"),
+    ("reason", "VARCHAR"),
+    ("model_name", "VARCHAR"),
+    ("model_version", "VARCHAR"),
+    ("run_id", "VARCHAR"),
+)
+AUDIENCE_KEY = ("run_date", "offer_id", "customer_id")
+
+BASKET_RULES_COLUMNS = (
+    ("run_date", "DATE"),
+    ("antecedent", "VARCHAR"),
+    ("consequent", "VARCHAR"),
+    ("antecedent_support", "DOUBLE"),
+    ("consequent_support", "DOUBLE"),
+    ("support", "DOUBLE"),
+    ("confidence", "DOUBLE"),
+    ("lift", "DOUBLE"),
+    ("baskets", "BIGINT"),
+)
+BASKET_RULES_KEY = ("run_date", "antecedent", "consequent")
+
+AUDIENCE_RUNS_COLUMNS = (
+    ("run_date", "DATE"),
+    ("run_id", "VARCHAR"),
+    ("published_at", "TIMESTAMP"),
+    ("rows_total", "BIGINT"),
+    ("rows_by_offer", "VARCHAR"),
+    ("content_hash", "VARCHAR"),
+    ("model_versions", "VARCHAR"),
+    ("status", "VARCHAR"),
+)
+
+
+_TYPES: dict[str, DataType] = {
+    "STRING": StringType(), "INT": IntegerType(), "BIGINT": LongType(), "DOUBLE": DoubleType(),
+    "BOOLEAN": BooleanType(), "DATE": DateType(), "TIMESTAMP": TimestampType(),
+}
+
+
+def _data_type(name: str) -> DataType:
+    if name.startswith("ARRAY<") and name.endswith(">"):
+        return ArrayType(_data_type(name[len("ARRAY<"):-1]))
+    return _TYPES[name]
+
+
+def struct(ddl: str) -> StructType:
+    """The Spark schema of a DDL string constant.
+
+    Parsed here rather than with ``StructType.fromDDL``, which needs a running JVM: the generator, the
+    CLI and the DAG use these constants without starting Spark.
+    """
+    fields = []
+    for part in ddl.split(", "):
+        name, type_name = part.strip().split(" ", 1)
+        fields.append(StructField(name, _data_type(type_name.strip().upper())))
+    return StructType(fields)
+
+
+def column_names(ddl: str) -> list[str]:
+    """Column names of a DDL string constant, in order."""
+    return struct(ddl).fieldNames()

@@ -1,0 +1,44 @@
+"""The one place that builds a SparkSession (STYLE rule 2): jobs call :func:`session`, tests have a fixture."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+from xsell.config import Settings
+
+#: Set by spark-submit for the Python driver it launches: the master then comes from spark-submit.
+_SUBMITTED = "PYSPARK_GATEWAY_PORT"
+
+
+def session(settings: Settings, app_name: str) -> SparkSession:
+    """A session configured from ``settings``: UTC, dynamic partition overwrite, UI off locally.
+
+    Under spark-submit the master and driver memory given to spark-submit win; a plain ``python -m``
+    run uses ``settings.spark.master``.
+    """
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+        # Rewriting one date must never delete the other dates of a partitioned table.
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.ansi.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+    )
+    if settings.warehouse.target == "postgres":
+        builder = builder.config("spark.jars", settings.warehouse.postgres.jdbc_jar)
+    for key, value in settings.spark.conf.items():
+        builder = builder.config(key, value)
+    if _SUBMITTED not in os.environ:
+        builder = (
+            builder.master(settings.spark.master)
+            .config("spark.driver.memory", settings.spark.driver_memory)
+            .config("spark.ui.enabled", "false")
+        )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

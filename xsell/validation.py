@@ -1,0 +1,321 @@
+"""Validation of raw landing data: strict reading, parsing, routing to quarantine, and the GX suite.
+
+Every raw row ends in exactly one of three outcomes: ``valid`` (kept), ``quarantined`` (broke a row rule;
+kept aside with the rule and reason) or ``excluded`` (left out by design, such as an exact duplicate). The
+conservation sum ``rows in = valid + quarantined + excluded`` is checked per day from independent counts.
+Critical problems raise :class:`DataQualityError` naming the file, the column and the rule, before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from expectations.rules import TableSuite
+from xsell import schemas
+
+VALID, QUARANTINED, EXCLUDED = "valid", "quarantined", "excluded"
+DUPLICATE = "duplicate"
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet",)
+
+
+class DataQualityError(RuntimeError):
+    """A critical data problem: the run stops and nothing downstream is published."""
+
+
+@dataclass(frozen=True)
+class LandingDay:
+    """One day folder of a raw table and its data files."""
+
+    table: str
+    date: dt.date
+    files: tuple[Path, ...]
+
+
+def day_folder(landing: Path, table: str, date: dt.date) -> Path:
+    return landing / table / f"date={date.isoformat()}"
+
+
+def landing_day(landing: Path, table: str, date: dt.date) -> LandingDay:
+    folder = day_folder(landing, table, date)
+    files = tuple(sorted(path for path in folder.glob("*") if path.suffix in CSV_SUFFIXES + PARQUET_SUFFIXES))
+    return LandingDay(table=table, date=date, files=files)
+
+
+def landing_dates(landing: Path, table: str) -> list[dt.date]:
+    """The dates that have a folder for ``table`` in the landing zone, sorted."""
+    dates = []
+    for folder in (landing / table).glob("date=*"):
+        try:
+            dates.append(dt.date.fromisoformat(folder.name.removeprefix("date=")))
+        except ValueError:
+            continue
+    return sorted(dates)
+
+
+def latest_snapshot(landing: Path, table: str, run_date: dt.date) -> LandingDay:
+    """The newest snapshot of ``table`` dated on or before ``run_date``."""
+    candidates = [date for date in landing_dates(landing, table) if date <= run_date]
+    if not candidates:
+        raise DataQualityError(
+            f"{table}: no snapshot on or before {run_date} in {landing / table} (rule: snapshot_present)"
+        )
+    return landing_day(landing, table, candidates[-1])
+
+
+# --- strict reading ---------------------------------------------------------------------------------
+def _file_columns(path: Path) -> list[str]:
+    if path.suffix in PARQUET_SUFFIXES:
+        return list(pq.read_schema(path).names)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return next(csv.reader(handle), [])
+
+
+def check_columns(days: Sequence[LandingDay], expected: Sequence[str]) -> None:
+    """Every file must carry exactly the contract's columns, in order (critical: rule ``schema``)."""
+    for day in days:
+        for path in day.files:
+            found = _file_columns(path)
+            if found == list(expected):
+                continue
+            missing = [column for column in expected if column not in found]
+            extra = [column for column in found if column not in expected]
+            detail = "; ".join(
+                filter(
+                    None,
+                    (
+                        f"missing column(s) {', '.join(missing)}" if missing else "",
+                        f"unexpected column(s) {', '.join(extra)}" if extra else "",
+                        "columns out of order" if not missing and not extra else "",
+                    ),
+                )
+            )
+            raise DataQualityError(f"{path}: {detail} (rule: schema; expected {', '.join(expected)})")
+
+
+def read_raw(spark: SparkSession, days: Sequence[LandingDay], columns: Sequence[str]) -> DataFrame:
+    """All files of ``days`` as strings, plus ``source_file`` and the folder's ``date``.
+
+    Everything is read as text so that nothing is silently turned into null: parsing happens in
+    :func:`parse`, where a value that does not parse is caught and reported.
+    """
+    string_schema = StructType([StructField(column, StringType()) for column in columns])
+    csv_files = [str(path) for day in days for path in day.files if path.suffix in CSV_SUFFIXES]
+    parquet_files = [str(path) for day in days for path in day.files if path.suffix in PARQUET_SUFFIXES]
+    frames = []
+    if csv_files:
+        frames.append(
+            spark.read.csv(csv_files, schema=string_schema, header=True, multiLine=True, escape='"',
+                           mode="FAILFAST", encoding="UTF-8", nullValue="")
+            .select(*columns, F.col("_metadata.file_path").alias("source_file"))
+        )
+    if parquet_files:
+        parquet = spark.read.parquet(*parquet_files)
+        frames.append(
+            parquet.select(*[F.col(column).cast("string").alias(column) for column in columns],
+                           F.col("_metadata.file_path").alias("source_file"))
+        )
+    if not frames:
+        return spark.createDataFrame([], string_schema.add("source_file", StringType())).withColumn(
+            "date", F.lit(None).cast("date"))
+    raw = frames[0]
+    for frame in frames[1:]:
+        raw = raw.unionByName(frame)
+    return raw.withColumn(
+        "date", F.to_date(F.regexp_extract("source_file", r"date=(\d{4}-\d{2}-\d{2})", 1))
+    )
+
+
+def parse(raw: DataFrame, ddl: str) -> DataFrame:
+    """Typed contract columns next to the raw text (``_raw_<column>``) for quarantine and error messages."""
+    typed = []
+    for field in schemas.struct(ddl).fields:
+        text = F.trim(F.col(field.name))
+        value = F.when(text == "", None).otherwise(text)
+        if field.dataType.simpleString() == "boolean":
+            parsed = F.lower(value).try_cast("boolean")
+        elif field.dataType.simpleString() == "int":
+            # CSV exports often write integers as floats ("17850.0"): accept an integral float.
+            as_double = value.try_cast("double")
+            parsed = F.when(as_double == F.floor(as_double), as_double.try_cast("int"))
+        else:
+            parsed = value.try_cast(field.dataType)
+        typed.append(parsed.alias(field.name))
+    raw_columns = [F.col(name).alias(f"_raw_{name}") for name in schemas.column_names(ddl)]
+    return raw.select(*typed, *raw_columns, "source_file", "date")
+
+
+def check_parsable(parsed: DataFrame, ddl: str) -> None:
+    """Raise on the first column holding a value that does not parse as its contract type (critical)."""
+    columns = schemas.column_names(ddl)
+    unparsable = {column: F.col(f"_raw_{column}").isNotNull() & (F.trim(F.col(f"_raw_{column}")) != "")
+                  & F.col(column).isNull() for column in columns}
+    counts = parsed.select(*[F.sum(condition.cast("long")).alias(column) for column, condition in unparsable.items()]).first()
+    bad = [column for column in columns if counts and counts[column]]
+    if not bad:
+        return
+    column = bad[0]
+    first = parsed.filter(unparsable[column]).orderBy("source_file").select(f"_raw_{column}", "source_file").first()
+    type_name = schemas.struct(ddl)[column].dataType.simpleString()
+    raise DataQualityError(
+        f"{first['source_file']}: column {column} holds {counts[column]} value(s) that are not {type_name}, "
+        f"first {first[f'_raw_{column}']!r} (rule: parsable:{column})"
+    )
+
+
+# --- routing ----------------------------------------------------------------------------------------
+def route(parsed: DataFrame, suite: TableSuite) -> DataFrame:
+    """Give every row its outcome, rule id and reason; the first rule that applies wins.
+
+    Exact duplicates (every contract column equal, wherever they came from) keep one copy, chosen
+    deterministically by source file; different rows sharing a key are all quarantined, since which one
+    is right cannot be known.
+    """
+    columns = list(suite.columns)
+    copies = Window.partitionBy(*columns, "date").orderBy("source_file")
+    marked = parsed.withColumn("_copy_number", F.row_number().over(copies))
+    distinct_per_key = Window.partitionBy(*suite.key, "date")
+    marked = marked.withColumn(
+        "_key_copies", F.sum((F.col("_copy_number") == 1).cast("int")).over(distinct_per_key)
+    )
+    key_present = F.lit(True)
+    for column in suite.key:
+        key_present = key_present & F.col(column).isNotNull()
+
+    outcome: Column = F.when(F.col("_copy_number") > 1, F.array(F.lit(EXCLUDED), F.lit(DUPLICATE),
+                                                                  F.lit("exact duplicate of another row")))
+    for exclusion in suite.exclusions:
+        outcome = outcome.when(exclusion.applies(), F.array(F.lit(EXCLUDED), F.lit(exclusion.exclusion_id),
+                                                            F.lit(exclusion.reason)))
+    for rule in suite.row_rules:
+        outcome = outcome.when(rule.violated(), F.array(F.lit(QUARANTINED), F.lit(rule.rule_id), F.lit(rule.reason)))
+    outcome = outcome.when(
+        key_present & (F.col("_key_copies") > 1),
+        F.array(F.lit(QUARANTINED), F.lit("unique:" + "+".join(suite.key)),
+                F.lit(f"another, different row has the same {', '.join(suite.key)}")),
+    )
+    outcome = outcome.otherwise(F.array(F.lit(VALID), F.lit(None), F.lit(None)))
+    return (
+        marked.withColumn("_outcome", outcome)
+        .withColumn("outcome", F.col("_outcome")[0])
+        .withColumn("rule_id", F.col("_outcome")[1])
+        .withColumn("reason", F.col("_outcome")[2])
+        .drop("_outcome", "_copy_number", "_key_copies")
+    )
+
+
+def kept_rows(routed: DataFrame, suite: TableSuite) -> DataFrame:
+    return routed.filter(F.col("outcome") == VALID).select(*suite.columns, "date")
+
+
+def quarantine_rows(routed: DataFrame, suite: TableSuite, *, run_id: str) -> DataFrame:
+    """Quarantined rows as they arrived (raw text as a JSON record), with the rule, reason, file and run."""
+    record = F.to_json(F.struct(*[F.col(f"_raw_{column}").alias(column) for column in suite.columns]))
+    return routed.filter(F.col("outcome") == QUARANTINED).select(
+        F.lit(suite.table).alias("table_name"), record.alias("record"), "rule_id", "reason", "source_file",
+        F.lit(run_id).alias("run_id"), "date",
+    )
+
+
+# --- summaries and gates ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DaySummary:
+    table_name: str
+    date: dt.date
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+    rows_excluded: int
+    by_rule: dict[str, int]
+    excluded_by_reason: dict[str, int]
+
+    @property
+    def quarantine_rate(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+    @property
+    def conserved(self) -> bool:
+        return self.rows_in == self.rows_valid + self.rows_quarantined + self.rows_excluded
+
+
+def summarize(raw: DataFrame, routed: DataFrame, *, table: str) -> list[DaySummary]:
+    """Per-day counts; ``rows_in`` is counted on the raw read, independently of the routing."""
+    rows_in = {row["date"]: row["n"] for row in raw.groupBy("date").agg(F.count("*").alias("n")).collect()}
+    outcomes = routed.groupBy("date", "outcome", "rule_id").agg(F.count("*").alias("n")).collect()
+    summaries = []
+    for date in sorted(rows_in):
+        day = [row for row in outcomes if row["date"] == date]
+        total = {kind: sum(row["n"] for row in day if row["outcome"] == kind) for kind in (VALID, QUARANTINED, EXCLUDED)}
+        summaries.append(
+            DaySummary(
+                table_name=table, date=date, rows_in=rows_in[date], rows_valid=total[VALID],
+                rows_quarantined=total[QUARANTINED], rows_excluded=total[EXCLUDED],
+                by_rule={row["rule_id"]: row["n"] for row in day if row["outcome"] == QUARANTINED},
+                excluded_by_reason={row["rule_id"]: row["n"] for row in day if row["outcome"] == EXCLUDED},
+            )
+        )
+    return summaries
+
+
+def check_gates(summaries: Sequence[DaySummary], *, max_quarantine_rate: float) -> None:
+    """Conservation and the quarantine-rate gate (critical)."""
+    for day in summaries:
+        if not day.conserved:
+            raise DataQualityError(
+                f"{day.table_name} {day.date}: {day.rows_in} raw rows but {day.rows_valid} valid + "
+                f"{day.rows_quarantined} quarantined + {day.rows_excluded} excluded (rule: conservation)"
+            )
+        if day.quarantine_rate > max_quarantine_rate:
+            worst = max(day.by_rule.items(), key=lambda item: item[1])
+            raise DataQualityError(
+                f"{day.table_name} {day.date}: {day.quarantine_rate:.1%} of rows quarantined, above the "
+                f"{max_quarantine_rate:.1%} gate; most often {worst[0]} ({worst[1]} rows) "
+                f"(rule: quarantine_rate)"
+            )
+
+
+def summary_frame(spark: SparkSession, summaries: Sequence[DaySummary], *, run_id: str, gate_passed: bool) -> DataFrame:
+    rows = [
+        (s.table_name, s.date, run_id, s.rows_in, s.rows_valid, s.rows_quarantined, s.rows_excluded,
+         json.dumps(s.by_rule, sort_keys=True), json.dumps(s.excluded_by_reason, sort_keys=True), gate_passed)
+        for s in summaries
+    ]
+    return spark.createDataFrame(rows, schemas.VALIDATION_RUNS_DDL)
+
+
+# --- Great Expectations -----------------------------------------------------------------------------
+def run_suite(kept: DataFrame, suite: TableSuite, *, what: str) -> None:
+    """Run the GX suite on the rows kept; any failed expectation is critical.
+
+    GX never raises on a failed validation, so ``success`` is checked here.
+    """
+    import great_expectations as gx  # imported here: it is slow to import and only validation needs it
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    asset = context.data_sources.add_spark(name="xsell").add_dataframe_asset(name=suite.table)
+    batch = asset.add_batch_definition_whole_dataframe("kept").get_batch(
+        batch_parameters={"dataframe": kept.drop("date")}
+    )
+    result = batch.validate(suite.expectation_suite())
+    if result.success:
+        return
+    failed = [item for item in result.results if not item.success]
+    first = failed[0]
+    config = first.expectation_config
+    column = config.kwargs.get("column") or config.kwargs.get("column_list")
+    raise DataQualityError(
+        f"{what}: {len(failed)} expectation(s) failed on the rows kept, first {config.type} on column "
+        f"{column} ({first.result}) (rule: gx:{config.type})"
+    )
