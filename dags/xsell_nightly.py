@@ -1,0 +1,67 @@
+"""
+### xsell nightly
+
+Turns the day's raw order data into cross-sell and up-sell audiences for the CRM.
+
+`validate` -> (`basket_rules`, `features`) -> `train` -> `score_publish`; each task is a `spark-submit`
+of a job in `jobs/`. The run date is the DAG run's data interval (`{{ ds }}`), never the wall clock; a
+rerun of a date replaces that date's output. The Spark master comes from the Airflow connection
+`xsell_spark` (`AIRFLOW_CONN_XSELL_SPARK`, for example `{"conn_type": "spark", "host": "local[2]"}` or
+a `spark://host:7077` cluster); the xsell configuration overlay from `XSELL_ENV`.
+
+Run one date locally: `python dags/xsell_nightly.py 2025-11-30`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
+
+JOBS = Path(__file__).resolve().parent.parent / "jobs"
+SPARK_CONN_ID = "xsell_spark"
+AUDIENCES = Asset("xsell://warehouse/audiences")
+BASKET_RULES = Asset("xsell://warehouse/basket_rules")
+# Cheap to read at parse time (an environment variable, no database): lets tests shorten the wait.
+RETRY_DELAY = dt.timedelta(seconds=int(os.environ.get("XSELL_RETRY_DELAY_SECONDS", "300")))
+
+with DAG(
+    dag_id="xsell_nightly",
+    # An explicit data-interval timetable: the run for day D covers [D, D + 1) and starts after it ends.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=dt.datetime(2024, 10, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["xsell"],
+    doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
+) as dag:
+
+    def spark_job(task_id: str, *, outlets: list[Asset] | None = None) -> SparkSubmitOperator:
+        return SparkSubmitOperator(
+            task_id=task_id,
+            application=str(JOBS / f"{task_id}.py"),
+            conn_id=SPARK_CONN_ID,
+            name=f"xsell-{task_id}",
+            application_args=["--run-date", "{{ ds }}", "--run-id", "{{ run_id }}"],
+            outlets=outlets or [],
+        )
+
+    validate = spark_job("validate")
+    basket_rules = spark_job("basket_rules", outlets=[BASKET_RULES])
+    features = spark_job("features")
+    train = spark_job("train")
+    score_publish = spark_job("score_publish", outlets=[AUDIENCES])
+
+    validate >> [basket_rules, features]
+    features >> train
+    [train, basket_rules] >> score_publish
+
+
+if __name__ == "__main__":
+    run_date = dt.date.fromisoformat(sys.argv[1])
+    dag.test(logical_date=dt.datetime(run_date.year, run_date.month, run_date.day, tzinfo=dt.timezone.utc))

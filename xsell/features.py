@@ -1,0 +1,93 @@
+"""Point-in-time customer features: one row per customer as of a cutoff.
+
+Only order lines strictly before the cutoff are used, whatever the caller passes in: features as of t
+never see t or later, which is what makes time-split training honest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from xsell.baskets import sold
+
+WINDOWS = (30, 90, 365)
+#: Stands in for "never" in day counts, so that the column stays numeric for the model.
+NEVER_DAYS = 9999
+
+
+def slug(name: str) -> str:
+    """A column-safe form of a category or family name."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _days_before(cutoff: dt.date, column: str = "order_ts") -> Column:
+    return F.datediff(F.lit(cutoff), F.to_date(column))
+
+
+def customer_features(order_lines: DataFrame, products: DataFrame, customers: DataFrame, *, cutoff: dt.date,
+                      categories: Sequence[str], families: Sequence[str]) -> DataFrame:
+    """Recency, frequency and spend over several windows, category shares and days since each category,
+    the highest tier owned and days since the last purchase per family, tenure and the returns rate.
+
+    ``categories`` and ``families`` fix the set of columns, so that features built at different cutoffs
+    line up. Customers without any purchase before the cutoff get zeros and ``NEVER_DAYS``.
+    """
+    lines = (
+        order_lines.filter(F.col("order_ts") < F.lit(cutoff).cast("timestamp"))
+        .filter(F.col("customer_id").isNotNull())
+        .join(products.select("product_id", "category", "family", "tier"), on="product_id", how="inner")
+        .withColumn("amount", F.col("quantity") * F.col("unit_price"))
+        .withColumn("days_ago", _days_before(cutoff))
+    )
+    sales = lines.filter(sold())
+    aggregates = [F.min("days_ago").alias("recency_days")]
+    for days in WINDOWS:
+        in_window = F.col("days_ago") <= days
+        aggregates += [
+            F.countDistinct(F.when(in_window, F.col("order_id"))).alias(f"orders_{days}d"),
+            F.sum(F.when(in_window, F.col("amount")).otherwise(0.0)).alias(f"spend_{days}d"),
+        ]
+    # The same season one year earlier: spend in the 30 days that followed the cutoff's date last year.
+    last_year = (F.col("days_ago") > 335) & (F.col("days_ago") <= 365)
+    aggregates.append(F.sum(F.when(last_year, F.col("amount")).otherwise(0.0)).alias("spend_next30d_last_year"))
+    aggregates.append(F.sum("amount").alias("spend_total"))
+    for category in categories:
+        is_category = F.col("category") == category
+        aggregates += [
+            F.sum(F.when(is_category, F.col("amount")).otherwise(0.0)).alias(f"spend__{slug(category)}"),
+            F.min(F.when(is_category, F.col("days_ago"))).alias(f"days_since__{slug(category)}"),
+        ]
+    for family in families:
+        in_family = F.col("family") == family
+        aggregates += [
+            F.max(F.when(in_family, F.col("tier"))).alias(f"tier__{slug(family)}"),
+            F.min(F.when(in_family, F.col("days_ago"))).alias(f"days_since_family__{slug(family)}"),
+        ]
+    history = sales.groupBy("customer_id").agg(*aggregates)
+    returns = (
+        lines.groupBy("customer_id")
+        .agg(F.sum(F.when(F.col("status") == "returned", 1).otherwise(0)).alias("returned_lines"), F.count("*").alias("all_lines"))
+        .select("customer_id", (F.col("returned_lines") / F.col("all_lines")).alias("returns_rate"))
+    )
+    base = customers.filter(F.col("signup_date") < F.lit(cutoff)).select(
+        "customer_id", F.datediff(F.lit(cutoff), F.col("signup_date")).alias("tenure_days"))
+    features = base.join(history, on="customer_id", how="left").join(returns, on="customer_id", how="left")
+    shares = [
+        F.coalesce(F.col(f"spend__{slug(category)}") / F.when(F.col("spend_total") > 0, F.col("spend_total")), F.lit(0.0))
+        .alias(f"share__{slug(category)}")
+        for category in categories
+    ]
+    day_columns = ["recency_days"] + [f"days_since__{slug(c)}" for c in categories] + [
+        f"days_since_family__{slug(f)}" for f in families]
+    filled = features.fillna(NEVER_DAYS, subset=day_columns).fillna(0)
+    return filled.select("*", *shares).withColumn("cutoff", F.lit(cutoff))
+
+
+def model_columns(features: DataFrame) -> list[str]:
+    """The numeric feature columns a model uses (everything but the id and the cutoff)."""
+    return [name for name, kind in features.dtypes if name not in ("customer_id", "cutoff") and kind != "string"]

@@ -1,0 +1,74 @@
+"""Propensity models: one ``pyspark.ml`` Pipeline per offer, fitted on a time split.
+
+No MLflow here (STYLE rule 7): the train job logs what these functions return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import GBTClassifier, LogisticRegression
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
+from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+LABEL, WEIGHT, SCORE = "label", "weight", "score"
+
+
+def build_pipeline(feature_columns: Sequence[str], *, algorithm: str = "logistic_regression", max_iter: int = 50,
+                   reg_param: float = 0.01) -> Pipeline:
+    """Assemble, scale and classify. Class imbalance is handled with a ``weight`` column (see
+    :func:`with_balanced_weights`)."""
+    assembler = VectorAssembler(inputCols=list(feature_columns), outputCol="raw_features", handleInvalid="keep")
+    scaler = StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True)
+    if algorithm == "gbt":
+        classifier = GBTClassifier(featuresCol="features", labelCol=LABEL, weightCol=WEIGHT, maxIter=max_iter, seed=7)
+    else:
+        classifier = LogisticRegression(featuresCol="features", labelCol=LABEL, weightCol=WEIGHT, maxIter=max_iter,
+                                        regParam=reg_param, elasticNetParam=0.0)
+    return Pipeline(stages=[assembler, scaler, classifier])
+
+
+def with_balanced_weights(frame: DataFrame) -> DataFrame:
+    """Weights so that positives and negatives count equally (an action: it counts the classes)."""
+    counts = {row[LABEL]: row["n"] for row in frame.groupBy(LABEL).agg(F.count("*").alias("n")).collect()}
+    total = sum(counts.values())
+    weights = {label: total / (2.0 * n) for label, n in counts.items()}
+    weight = F.when(F.col(LABEL) == 1.0, weights.get(1.0, 1.0)).otherwise(weights.get(0.0, 1.0))
+    return frame.withColumn(WEIGHT, weight)
+
+
+def score(model: PipelineModel, frame: DataFrame) -> DataFrame:
+    """``frame`` with ``score``, the predicted probability of adoption."""
+    predictions = model.transform(frame)
+    return predictions.withColumn(SCORE, vector_to_array("probability")[1]).drop(
+        "raw_features", "features", "rawPrediction", "probability", "prediction")
+
+
+def evaluate(scored: DataFrame) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, Brier score, and lift and capture of the top decile, on a scored labelled frame."""
+    roc = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderROC").evaluate(scored)
+    pr = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderPR").evaluate(scored)
+    deciles = scored.withColumn("decile", F.ntile(10).over(Window.orderBy(F.desc(SCORE), "customer_id")))
+    summary = deciles.agg(
+        F.avg(F.pow(F.col(SCORE) - F.col(LABEL), 2)).alias("brier"),
+        F.avg(LABEL).alias("base_rate"),
+        F.avg(F.when(F.col("decile") == 1, F.col(LABEL))).alias("top_rate"),
+        F.sum(F.when(F.col("decile") == 1, F.col(LABEL)).otherwise(0.0)).alias("top_positives"),
+        F.sum(LABEL).alias("positives"),
+        F.count("*").alias("rows"),
+    ).first()
+    base_rate = summary["base_rate"] or 0.0
+    return {
+        "roc_auc": roc,
+        "pr_auc": pr,
+        "brier": summary["brier"],
+        "base_rate": base_rate,
+        "lift_top_decile": (summary["top_rate"] / base_rate) if base_rate else 0.0,
+        "capture_top_decile": (summary["top_positives"] / summary["positives"]) if summary["positives"] else 0.0,
+        "positives": float(summary["positives"] or 0.0),
+        "rows": float(summary["rows"]),
+    }

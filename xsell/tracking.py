@@ -1,0 +1,98 @@
+"""The one small module that talks to MLflow: runs, the registry and the ``champion`` alias."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from xsell.config import Settings
+
+CHAMPION = "champion"
+#: The out-of-time metric that decides promotion.
+GATE_METRIC = "roc_auc"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server or registry cannot be reached; nothing was promoted."""
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the configured store with bounded retries; returns the experiment id.
+
+    MLflow's client retries for minutes against a dead server by default: the limits are set before
+    the first call so that a task fails in seconds.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow.http_max_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow.http_timeout_seconds))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    import mlflow
+
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        return mlflow.create_experiment(settings.mlflow.experiment, artifact_location=settings.mlflow_artifact_location)
+    except Exception as error:  # MLflow raises many types for an unreachable store
+        raise TrackingUnavailable(f"MLflow tracking at {settings.mlflow_tracking_uri} is unavailable: {error}") from error
+
+
+@dataclass(frozen=True)
+class Champion:
+    model_name: str
+    version: str
+    uri: str
+    metrics: dict[str, float]
+
+
+def champion(model_name: str) -> Champion | None:
+    """The version holding the ``champion`` alias, or None when the model has none yet."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as error:
+        if "RESOURCE_DOES_NOT_EXIST" in str(error.error_code) or "not found" in str(error).lower():
+            return None
+        raise
+    metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    return Champion(model_name, version.version, f"models:/{model_name}/{version.version}", metrics)
+
+
+def promote_if_better(model_name: str, version: str, metrics: dict[str, float], *, margin: float,
+                      champion_metric_on_fold: float | None) -> tuple[bool, str]:
+    """Give ``version`` the champion alias when its metrics are finite and it beats the current champion
+    (evaluated on the same out-of-time fold) by ``margin``; otherwise tag it rejected."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    new = metrics.get(GATE_METRIC, float("nan"))
+    finite = all(math.isfinite(value) for value in metrics.values())
+    if not finite:
+        decision, why = False, "non-finite metrics"
+    elif champion_metric_on_fold is None:
+        decision, why = True, "no champion yet"
+    elif new >= champion_metric_on_fold + margin:
+        decision, why = True, f"{GATE_METRIC} {new:.4f} >= champion {champion_metric_on_fold:.4f} + {margin}"
+    else:
+        decision, why = False, f"{GATE_METRIC} {new:.4f} < champion {champion_metric_on_fold:.4f} + {margin}"
+    if decision:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        client.set_model_version_tag(model_name, version, "gate", "promoted")
+    else:
+        client.set_model_version_tag(model_name, version, "gate", "rejected")
+    client.set_model_version_tag(model_name, version, "gate_reason", why)
+    return decision, why
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params({key: str(value)[:500] for key, value in params.items()})
