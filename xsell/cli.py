@@ -44,6 +44,27 @@ def _run(args: argparse.Namespace) -> None:
     score_publish.run(spark, settings, args.run_date, run_id=run_id)
 
 
+def _summary(args: argparse.Namespace) -> None:
+    from xsell import warehouse
+
+    settings = load_settings(args.env)
+    target = warehouse.open_warehouse(settings)
+    schema = warehouse.identifier(settings.warehouse.schema_name)
+    rows = target.query(
+        f"SELECT offer_id, cell, count(*), round(avg(score), 4) FROM {schema}.{warehouse.identifier(warehouse.AUDIENCES)} "
+        "WHERE run_date = ? GROUP BY offer_id, cell ORDER BY offer_id, cell",
+        [args.run_date])
+    rules = target.query(
+        f"SELECT count(*) FROM {schema}.{warehouse.identifier(warehouse.BASKET_RULES)} WHERE run_date = ?",
+        [args.run_date])[0][0]
+    where = settings.duckdb_path if settings.warehouse.target == "duckdb" else settings.warehouse.postgres.jdbc_url
+    print(f"audiences for {args.run_date} in {where}:")
+    for offer_id, cell, count, mean_score in rows:
+        print(f"  {offer_id:32s} {cell:9s} {count:6d} customers, mean score {mean_score}")
+    print(f"basket_rules for {args.run_date}: {rules} rules")
+    print(f"MLflow store: {settings.mlflow_tracking_uri}   (mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="xsell", description="cross-sell and up-sell audiences from order data")
     parser.add_argument("--env", default=None, help="configuration overlays (conf/<env>.yaml), comma separated")
@@ -67,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--since", type=dt.date.fromisoformat, default=None, help="validate landed days from here")
     run.add_argument("--run-id", default=None)
     run.set_defaults(handler=_run)
+
+    summary = commands.add_parser("summary", help="print what a run published")
+    summary.add_argument("--run-date", type=dt.date.fromisoformat, required=True)
+    summary.set_defaults(handler=_summary)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -79,10 +79,11 @@ def promote_if_better(model_name: str, version: str, metrics: dict[str, float], 
         decision, why = False, "non-finite metrics"
     elif champion_metric_on_fold is None:
         decision, why = True, "no champion yet"
-    elif new >= champion_metric_on_fold + margin:
-        decision, why = True, f"{GATE_METRIC} {new:.4f} >= champion {champion_metric_on_fold:.4f} + {margin}"
+    elif new > champion_metric_on_fold + margin:
+        decision, why = True, f"{GATE_METRIC} {new:.4f} > champion {champion_metric_on_fold:.4f} + {margin}"
     else:
-        decision, why = False, f"{GATE_METRIC} {new:.4f} < champion {champion_metric_on_fold:.4f} + {margin}"
+        # Strictly better only: retraining on the same data does not churn the champion (and the audience).
+        decision, why = False, f"{GATE_METRIC} {new:.4f} <= champion {champion_metric_on_fold:.4f} + {margin}"
     if decision:
         client.set_registered_model_alias(model_name, CHAMPION, version)
         client.set_model_version_tag(model_name, version, "gate", "promoted")

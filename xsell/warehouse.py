@@ -86,7 +86,9 @@ class Warehouse(Protocol):
     def publish(self, table: str, frame: DataFrame, *, run_date: dt.date, run_id: str,
                 record: RunRecord | None = None) -> str: ...
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run ``sql`` (``?`` placeholders) and return all rows."""
+        ...
 
 
 def _staging_name(table: str, run_id: str) -> str:
@@ -235,8 +237,9 @@ class PostgresWarehouse:
         return content_hash
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run ``sql`` written with ``?`` placeholders, as for DuckDB."""
         with self._connect() as connection:
-            return connection.execute(sql, list(params)).fetchall()
+            return connection.execute(sql.replace("?", "%s"), list(params)).fetchall()
 
 
 def open_warehouse(settings: Settings) -> Warehouse:

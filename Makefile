@@ -1,0 +1,73 @@
+# xsell: `make demo` runs the nightly pipeline end to end on generated data; `make test` runs the tests.
+# Both create (or reuse) the virtual environment .venv and install what they need. Java 17+ is the only
+# prerequisite beyond Python 3.11.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+XSELL_HOME ?= $(CURDIR)/var
+DEMO_START ?= 2024-10-01
+DEMO_DATE ?= 2025-11-30
+DEMO_CUSTOMERS ?= 4000
+PG_JAR ?= /usr/share/java/postgresql.jar
+
+export XSELL_HOME
+export PATH := $(BIN):$(PATH)
+export PYSPARK_PYTHON := $(BIN)/python
+export PYSPARK_DRIVER_PYTHON := $(BIN)/python
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export AIRFLOW_HOME := $(XSELL_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW_CONN_XSELL_SPARK ?= {"conn_type": "spark", "host": "local[2]"}
+export GX_ANALYTICS_ENABLED := False
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: demo test java venv jdbc clean airflow-db
+
+demo: java venv
+	@echo "==> [1/5] generating the demo landing zone ($(DEMO_CUSTOMERS) customers, $(DEMO_START)..$(DEMO_DATE)) in $(XSELL_HOME)"
+	$(BIN)/xsell generate --customers $(DEMO_CUSTOMERS) --start $(DEMO_START) --end $(DEMO_DATE) --truth-cutoff $(DEMO_DATE)
+	@echo "==> [2/5] validating the history before $(DEMO_DATE) into the lake (a one-off backfill)"
+	$(BIN)/python -m jobs.validate --run-date $$($(BIN)/python -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_DATE)') - d.timedelta(days=1))") --since $(DEMO_START) --run-id backfill__$(DEMO_DATE)
+	@echo "==> [3/5] preparing the Airflow metadata database in $(AIRFLOW_HOME)"
+	@$(MAKE) --no-print-directory airflow-db
+	@echo "==> [4/5] running the xsell_nightly DAG through Airflow for $(DEMO_DATE)"
+	$(BIN)/python dags/xsell_nightly.py $(DEMO_DATE)
+	@echo "==> [5/5] results"
+	$(BIN)/xsell summary --run-date $(DEMO_DATE)
+
+airflow-db:
+	@mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+test: java venv jdbc
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+java:
+	@v=$$(java -version 2>&1 | awk -F '"' '/version/ {print $$2}' | cut -d. -f1); \
+	if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then \
+	  echo "xsell needs Java 17 or newer for Spark (found: '$${v:-none}')."; \
+	  echo "Install it, for example: sudo apt-get install openjdk-17-jre-headless (Debian/Ubuntu) or brew install openjdk@17 (macOS)."; \
+	  exit 1; fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -n "$(PYTHON)" || (echo "xsell needs Python 3.11"; exit 1)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# The PostgreSQL JDBC driver, from Debian's libpostgresql-jdbc-java where it can be installed.
+jdbc:
+	@test -f $(PG_JAR) || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get install -y -q libpostgresql-jdbc-java >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q libpostgresql-jdbc-java >/dev/null))) || \
+	  echo "note: $(PG_JAR) is missing; PostgreSQL publish tests will skip (install libpostgresql-jdbc-java)"
+
+clean:
+	rm -rf $(XSELL_HOME)
