@@ -70,6 +70,7 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
 
     catalogue_ids = [row.product_id for row in products.select("product_id").collect()]
     suite = order_suite.suite(currencies=settings.validation.currencies, catalogue_ids=catalogue_ids,
+                              excluded_products=settings.validation.excluded_products,
                               min_rows=settings.validation.min_rows)
     order_days = _order_days(settings, run_date, since)
     summaries = product_summary + customer_summary

@@ -41,6 +41,7 @@ class ValidationSettings(_Section):
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
     min_rows: int = Field(1, ge=1)
     closed_weekdays: tuple[int, ...] = ()
+    excluded_products: tuple[str, ...] = ()
 
 
 class RuleSettings(_Section):

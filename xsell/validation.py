@@ -312,10 +312,15 @@ def run_suite(kept: DataFrame, suite: TableSuite, *, what: str) -> None:
     if result.success:
         return
     failed = [item for item in result.results if not item.success]
-    first = failed[0]
-    config = first.expectation_config
-    column = config.kwargs.get("column") or config.kwargs.get("column_list")
+    # Table-level expectations (columns, row count) first: they explain the row-level ones.
+    failed.sort(key=lambda item: "column" in item.expectation_config.kwargs)
+    described = []
+    for item in failed:
+        kwargs = item.expectation_config.kwargs
+        column = kwargs.get("column") or kwargs.get("column_list")
+        described.append(f"{item.expectation_config.type}" + (f" on column {column}" if column else "")
+                         + (f" ({item.result.get('unexpected_count')} unexpected)" if item.result.get("unexpected_count") else ""))
     raise DataQualityError(
-        f"{what}: {len(failed)} expectation(s) failed on the rows kept, first {config.type} on column "
-        f"{column} ({first.result}) (rule: gx:{config.type})"
+        f"{what}: {len(failed)} expectation(s) failed on the rows kept: {'; '.join(described)} "
+        f"(rule: gx:{failed[0].expectation_config.type})"
     )

@@ -1,0 +1,155 @@
+"""The validate job on tiny landing zones built in each test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from conftest import ORDER_COLUMNS, land, order_line, write_csv
+from expectations import order_lines as order_suite
+from jobs import validate
+from xsell import lake, validation
+from xsell.config import Settings
+
+DAY = dt.date(2025, 3, 3)
+
+
+def lenient(settings: Settings) -> Settings:
+    """Settings whose quarantine gate lets a tiny, very dirty day through."""
+    return settings.model_copy(update={"validation": settings.validation.model_copy(update={"max_quarantine_rate": 0.9})})
+
+
+def dirty_day() -> list[tuple]:
+    return [
+        order_line("O1", 1, "C1", DAY, "P1"),
+        order_line("O1", 2, "C1", DAY, "P3"),
+        order_line("O1", 2, "C1", DAY, "P3"),  # exact duplicate: excluded
+        order_line("O2", 1, None, DAY, "P4"),  # guest checkout: valid
+        order_line("O3", 1, "C3", DAY, "P9"),  # unknown product: quarantined
+        order_line("O4", 1, "C3", DAY, "P4", quantity=-1),  # negative on a completed line: quarantined
+        order_line("O5", 1, "C1", DAY, "P4", status="returned", quantity=-1),  # a return: valid
+        order_line("O6", 1, "C1", DAY + dt.timedelta(days=2), "P4"),  # timestamp after the interval
+        order_line("O7", 1, "C1", DAY, "P4", price=0.0),  # zero price: quarantined
+        order_line("O8", 1, "C3", DAY, "P1"),
+        order_line("O8", 1, "C3", DAY, "P2"),  # same key, different content: both quarantined
+    ]
+
+
+def test_rows_are_routed_and_conserved(spark: SparkSession, settings: Settings) -> None:
+    land(settings.landing, DAY, dirty_day())
+    summaries = validate.run(spark, lenient(settings), DAY, run_id="r1")
+
+    orders = [s for s in summaries if s.table_name == "order_lines"][0]
+    assert (orders.rows_in, orders.rows_valid, orders.rows_quarantined, orders.rows_excluded) == (11, 4, 6, 1)
+    assert orders.by_rule == {"known:product_id": 1, "range:quantity": 1, "interval:order_ts": 1,
+                              "range:unit_price": 1, "unique:order_id+line_number": 2}
+    kept = lake.read(spark, settings.lake, "order_lines").select("order_id", "line_number", "customer_id", "quantity")
+    expected = spark.createDataFrame(
+        [("O1", 1, "C1", 1), ("O1", 2, "C1", 1), ("O2", 1, None, 1), ("O5", 1, "C1", -1)],
+        "order_id STRING, line_number INT, customer_id STRING, quantity INT")
+    assertDataFrameEqual(kept, expected)
+    quarantine = lake.read(spark, settings.lake, "quarantine").filter(F.col("table_name") == "order_lines")
+    records = {(json.loads(row.record)["order_id"], row.rule_id) for row in quarantine.collect()}
+    assert records == {("O3", "known:product_id"), ("O4", "range:quantity"), ("O6", "interval:order_ts"),
+                       ("O7", "range:unit_price"), ("O8", "unique:order_id+line_number")}
+    assert all(row.run_id == "r1" and row.source_file.endswith("part-0.csv") for row in quarantine.collect())
+    runs = lake.read(spark, settings.lake, "validation_runs").filter(F.col("table_name") == "order_lines").first()
+    assert runs.rows_in == runs.rows_valid + runs.rows_quarantined + runs.rows_excluded
+
+
+def test_rerun_replaces_the_day(spark: SparkSession, settings: Settings) -> None:
+    land(settings.landing, DAY, dirty_day())
+    validate.run(spark, lenient(settings), DAY, run_id="r1")
+    before = lake.read(spark, settings.lake, "order_lines")
+    first = spark.createDataFrame(before.collect(), schema=before.schema)
+    validate.run(spark, lenient(settings), DAY, run_id="r2")
+    assertDataFrameEqual(lake.read(spark, settings.lake, "order_lines"), first)
+    assert lake.read(spark, settings.lake, "quarantine").filter(F.col("table_name") == "order_lines").count() == 6
+
+
+def test_backfill_validates_every_landed_day(spark: SparkSession, settings: Settings) -> None:
+    days = [DAY - dt.timedelta(days=2), DAY - dt.timedelta(days=1), DAY]
+    for day in days:
+        land(settings.landing, day, [order_line(f"O{day.day}", 1, "C1", day, "P1")], snapshot=day == DAY)
+    summaries = validate.run(spark, settings, DAY, run_id="r1", since=days[0])
+    assert sorted(s.date for s in summaries if s.table_name == "order_lines") == days
+    assert lake.read(spark, settings.lake, "order_lines").count() == 3
+
+
+def _assert_nothing_written(settings: Settings) -> None:
+    assert not lake.exists(settings.lake, "order_lines")
+    assert not lake.exists(settings.lake, "validation_runs")
+
+
+def test_missing_column_stops_naming_file_and_column(spark: SparkSession, settings: Settings) -> None:
+    land(settings.landing, DAY, [])
+    header = [c for c in ORDER_COLUMNS if c != "currency"]
+    write_csv(settings.landing / "order_lines" / f"date={DAY}" / "part-0.csv", header,
+              [tuple(v for c, v in zip(ORDER_COLUMNS, order_line("O1", 1, "C1", DAY, "P1")) if c != "currency")])
+    with pytest.raises(validation.DataQualityError, match=r"part-0\.csv: missing column\(s\) currency .*rule: schema"):
+        validate.run(spark, settings, DAY, run_id="r1")
+    _assert_nothing_written(settings)
+
+
+def test_renamed_column_stops(spark: SparkSession, settings: Settings) -> None:
+    land(settings.landing, DAY, [])
+    header = ["qty" if c == "quantity" else c for c in ORDER_COLUMNS]
+    write_csv(settings.landing / "order_lines" / f"date={DAY}" / "part-0.csv", header, [order_line("O1", 1, "C1", DAY, "P1")])
+    with pytest.raises(validation.DataQualityError, match=r"missing column\(s\) quantity; unexpected column\(s\) qty"):
+        validate.run(spark, settings, DAY, run_id="r1")
+    _assert_nothing_written(settings)
+
+
+def test_unparsable_value_stops_naming_file_and_column(spark: SparkSession, settings: Settings) -> None:
+    bad = list(order_line("O2", 1, "C1", DAY, "P1"))
+    bad[ORDER_COLUMNS.index("quantity")] = "two"
+    land(settings.landing, DAY, [order_line("O1", 1, "C1", DAY, "P1"), tuple(bad)])
+    with pytest.raises(validation.DataQualityError, match=r"part-0\.csv: column quantity .*'two' \(rule: parsable:quantity\)"):
+        validate.run(spark, settings, DAY, run_id="r1")
+    _assert_nothing_written(settings)
+
+
+def test_empty_run_date_stops(spark: SparkSession, settings: Settings) -> None:
+    land(settings.landing, DAY, [])
+    with pytest.raises(validation.DataQualityError, match=r"no order files for the run date \(rule: min_rows\)"):
+        validate.run(spark, settings, DAY, run_id="r1")
+    _assert_nothing_written(settings)
+
+
+def test_quarantine_rate_gate_stops(spark: SparkSession, settings: Settings) -> None:
+    lines = [order_line(f"O{i}", 1, "C1", DAY, "P1") for i in range(6)] + [order_line("O9", 1, "C1", DAY, "P9")]
+    land(settings.landing, DAY, lines)
+    with pytest.raises(validation.DataQualityError, match=r"14\.3% of rows quarantined.*known:product_id"):
+        validate.run(spark, settings, DAY, run_id="r1")
+    _assert_nothing_written(settings)
+
+
+def test_suite_passes_a_good_frame_and_fails_a_bad_one(spark: SparkSession) -> None:
+    suite = order_suite.suite(currencies=["GBP"], catalogue_ids=["P1"])
+    good = spark.createDataFrame([order_line("O1", 1, "C1", DAY, "P1")], ",".join(
+        f"{c} STRING" for c in ORDER_COLUMNS))
+    typed = good.select(*[F.col(c).cast(t) for c, t in zip(ORDER_COLUMNS, [
+        "string", "int", "string", "timestamp", "string", "int", "double", "string", "string", "string"])])
+    validation.run_suite(typed.withColumn("date", F.lit(DAY)), suite, what="good")
+    bad = typed.withColumn("currency", F.lit("XXX"))
+    with pytest.raises(validation.DataQualityError, match="currency"):
+        validation.run_suite(bad.withColumn("date", F.lit(DAY)), suite, what="bad")
+
+
+def test_empty_frame_fails_the_suite(spark: SparkSession) -> None:
+    suite = order_suite.suite(currencies=["GBP"], catalogue_ids=["P1"])
+    empty = spark.createDataFrame([], ",".join(f"{c} STRING" for c in ORDER_COLUMNS)).withColumn("date", F.lit(DAY))
+    with pytest.raises(validation.DataQualityError, match="expect_table_row_count_to_be_between"):
+        validation.run_suite(empty, suite, what="empty")
+
+
+def test_landing_dates_ignores_foreign_folders(tmp_path: Path) -> None:
+    (tmp_path / "order_lines" / "date=2025-01-02").mkdir(parents=True)
+    (tmp_path / "order_lines" / "date=garbage").mkdir(parents=True)
+    assert validation.landing_dates(tmp_path, "order_lines") == [dt.date(2025, 1, 2)]
