@@ -130,11 +130,11 @@ class DuckDBWarehouse:
                 record: RunRecord | None = None) -> str:
         columns = [name for name, _ in TABLES[table][0]]
         staging = self.staging_root / _staging_name(table, run_id)
-        frame.select(*columns).write.mode("overwrite").parquet(str(staging))
         live = f"{identifier(self.schema)}.{identifier(table)}"
         column_list = ", ".join(identifier(name) for name in columns)
         key_order = ", ".join(identifier(name) for name in TABLES[table][1])
         try:
+            frame.select(*columns).write.mode("overwrite").parquet(str(staging))
             with self._connect() as connection:
                 # DuckDB 2 commits each statement of a multi-statement string on its own: one explicit
                 # transaction around the whole swap.
@@ -203,13 +203,14 @@ class PostgresWarehouse:
         properties = {"driver": "org.postgresql.Driver", "user": self.settings.user}
         if self.settings.password:
             properties["password"] = self.settings.password
-        # The staging table may be overwritten freely: nobody reads it.
-        frame.select(*columns).write.jdbc(self.settings.jdbc_url, f"{self.schema}.{staging}", mode="overwrite",
-                                          properties=properties)
         live = f"{identifier(self.schema)}.{identifier(table)}"
         column_list = ", ".join(identifier(name) for name in columns)
         key_order = ", ".join(identifier(name) for name in TABLES[table][1])
         try:
+            # The staging table may be overwritten freely: nobody reads it. A Spark partition that fails
+            # here leaves a partial staging table, which the finally below drops.
+            frame.select(*columns).write.jdbc(self.settings.jdbc_url, f"{self.schema}.{staging}", mode="overwrite",
+                                              properties=properties)
             with self._connect() as connection, connection.transaction():
                 # Serialize publishes of the same table and date (also across hosts).
                 connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self.schema}.{table}:{run_date}"])

@@ -1,0 +1,170 @@
+"""Pure transforms on tiny inline frames: baskets, rules, features, offers, audience."""
+
+from __future__ import annotations
+
+import datetime as dt
+from itertools import combinations
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from xsell import audience, baskets, features, offers, schemas
+
+D = dt.date(2025, 3, 1)
+T = dt.datetime(2025, 3, 1, 10)
+
+
+def lines(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """Order lines from (order, customer, days after D, product, quantity, status) tuples."""
+    full = [(o, 1 + i, c, T + dt.timedelta(days=d), p, q, 10.0, "GBP", "web", s)
+            for i, (o, c, d, p, q, s) in enumerate(rows)]
+    return spark.createDataFrame(full, schemas.ORDER_LINES_DDL)
+
+
+def products(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame([
+        ("P1", "City bike", "bikes", "bike", 1, 400.0, 0.2, True),
+        ("P2", "Trail bike", "bikes", "bike", 2, 800.0, 0.25, True),
+        ("P3", "Maintenance kit", "bike_care", None, None, 30.0, 0.4, True),
+        ("P4", "Ink", "printing", None, None, 20.0, 0.5, True),
+    ], schemas.PRODUCTS_DDL)
+
+
+def customers(spark: SparkSession, consent: dict[str, bool] | None = None) -> DataFrame:
+    consent = consent or {}
+    return spark.createDataFrame(
+        [(c, dt.date(2024, 1, 1), "north", consent.get(c, True), dt.datetime(2024, 1, 1)) for c in ("C1", "C2", "C3")],
+        schemas.CUSTOMERS_DDL)
+
+
+# --- baskets and rules ------------------------------------------------------------------------------
+def test_baskets_deduplicate_items_and_drop_cancelled_orders(spark: SparkSession) -> None:
+    frame = lines(spark, [("O1", "C1", 0, "P1", 1, "completed"), ("O1", "C1", 0, "P1", 2, "completed"),
+                          ("O1", "C1", 0, "P3", 1, "completed"), ("O2", "C2", 0, "P4", 1, "cancelled"),
+                          ("O3", "C2", 0, "P4", -1, "returned")])
+    result = baskets.build_baskets(frame, max_items=10).select("order_id", "items")
+    assertDataFrameEqual(result, spark.createDataFrame([("O1", ["P1", "P3"])], "order_id STRING, items ARRAY<STRING>"))
+
+
+def test_giant_baskets_are_left_out(spark: SparkSession) -> None:
+    frame = lines(spark, [("O1", "C1", 0, p, 1, "completed") for p in ("P1", "P2", "P3")] + [("O2", "C1", 0, "P4", 1, "completed")])
+    assert [r.order_id for r in baskets.build_baskets(frame, max_items=2).collect()] == ["O2"]
+
+
+def test_rule_metrics_match_counting_by_hand(spark: SparkSession) -> None:
+    transactions = [["a", "b"], ["a", "b", "c"], ["a", "c"], ["b", "c"], ["a", "b"], ["d"]]
+    frame = spark.createDataFrame([(f"O{i}", None, t) for i, t in enumerate(transactions)],
+                                  "order_id STRING, customer_id STRING, items ARRAY<STRING>")
+    rules = baskets.mine_rules(frame, min_support=0.3, min_confidence=0.5, run_date=D).collect()
+    n = len(transactions)
+
+    def support(items: set[str]) -> float:
+        return sum(items <= set(t) for t in transactions) / n
+
+    expected = {}
+    for x, y in combinations("abcd", 2):
+        for ante, cons in ((x, y), (y, x)):
+            both = support({ante, cons})
+            if both >= 0.3 and both / support({ante}) >= 0.5:
+                expected[(ante, cons)] = (both, both / support({ante}), both / (support({ante}) * support({cons})))
+    got = {(r.antecedent[0], r.consequent): (r.support, r.confidence, r.lift) for r in rules if len(r.antecedent) == 1}
+    assert got.keys() == expected.keys()
+    for key, values in expected.items():
+        assert got[key] == pytest.approx(values, abs=1e-12)
+    assert all(r.baskets == n for r in rules)
+
+
+# --- features ---------------------------------------------------------------------------------------
+HISTORY = [("O1", "C1", 0, "P1", 1, "completed"), ("O2", "C1", 10, "P3", 2, "completed"),
+           ("O3", "C2", 5, "P4", 1, "completed"), ("O4", "C2", 6, "P4", -1, "returned")]
+
+
+def build(spark: SparkSession, rows: list[tuple], cutoff: dt.date) -> DataFrame:
+    return features.customer_features(lines(spark, rows), products(spark), customers(spark), cutoff=cutoff,
+                                      categories=["bike_care", "bikes", "printing"], families=["bike"])
+
+
+def test_features_count_recency_spend_and_ownership(spark: SparkSession) -> None:
+    cutoff = D + dt.timedelta(days=20)
+    row = {r.customer_id: r for r in build(spark, HISTORY, cutoff).collect()}
+    assert row["C1"].recency_days == 10
+    assert row["C1"].orders_30d == 2 and row["C1"].spend_30d == pytest.approx(30.0)
+    assert row["C1"].tier__bike == 1 and row["C1"].days_since_family__bike == 20
+    assert row["C1"].share__bike_care == pytest.approx(20.0 / 30.0)
+    assert row["C2"].returns_rate == pytest.approx(0.5)
+    assert row["C3"].orders_365d == 0 and row["C3"].recency_days == features.NEVER_DAYS
+
+
+def test_features_do_not_see_the_cutoff_or_later(spark: SparkSession) -> None:
+    """The leakage test: rewriting everything from the cutoff on leaves the features unchanged."""
+    cutoff = D + dt.timedelta(days=8)
+    later = [("O9", "C1", 8, "P2", 5, "completed"), ("O10", "C3", 30, "P4", 1, "completed"),
+             ("O11", "C2", 9, "P4", -3, "returned")]
+    assertDataFrameEqual(build(spark, HISTORY, cutoff), build(spark, HISTORY + later, cutoff))
+
+
+# --- offers -----------------------------------------------------------------------------------------
+def test_auto_offers_cover_categories_and_families() -> None:
+    result = offers.resolve("auto", categories=["bikes", "printing"], families=["bike"])
+    assert [o.offer_id for o in result] == ["cross-sell:bikes", "cross-sell:printing", "up-sell:bike"]
+    assert result[2].model_name == "xsell_up_sell_bike"
+
+
+def test_eligibility_and_labels(spark: SparkSession) -> None:
+    cutoff = D + dt.timedelta(days=20)
+    history = HISTORY + [("O5", "C1", 25, "P2", 1, "completed"), ("O6", "C3", 22, "P3", 1, "completed"),
+                         ("O7", "C2", 40, "P3", 1, "completed")]
+    order_lines = lines(spark, history)
+    frame = build(spark, history, cutoff)
+    up = offers.Offer("up-sell:bike", "up-sell", "bike")
+    cross = offers.Offer("cross-sell:bike_care", "cross-sell", "bike_care")
+    assert sorted(r.customer_id for r in frame.filter(offers.eligible(up)).collect()) == ["C1"]
+    assert sorted(r.customer_id for r in frame.filter(offers.eligible(cross)).collect()) == ["C2", "C3"]
+    end = cutoff + dt.timedelta(days=10)
+    up_labels = {r.customer_id: r.label for r in offers.labels(order_lines, products(spark), frame.filter(offers.eligible(up)), up, start=cutoff, end=end).collect()}
+    cross_labels = {r.customer_id: r.label for r in offers.labels(order_lines, products(spark), frame.filter(offers.eligible(cross)), cross, start=cutoff, end=end).collect()}
+    assert up_labels == {"C1": 1.0}
+    # C2 buys the kit on day 40, after the label window.
+    assert cross_labels == {"C2": 0.0, "C3": 1.0}
+
+
+# --- audience ---------------------------------------------------------------------------------------
+def scored(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    return spark.createDataFrame(rows, "offer_id STRING, customer_id STRING, expected_value DOUBLE")
+
+
+def test_arbitration_keeps_the_best_k_offers(spark: SparkSession) -> None:
+    frame = scored(spark, [("a", "C1", 1.0), ("b", "C1", 3.0), ("c", "C1", 2.0), ("a", "C2", 1.0)])
+    kept = audience.arbitrate(frame, max_offers=2)
+    assertDataFrameEqual(kept, scored(spark, [("b", "C1", 3.0), ("c", "C1", 2.0), ("a", "C2", 1.0)]))
+
+
+def test_control_cell_is_stable_and_close_to_the_share(spark: SparkSession) -> None:
+    frame = spark.range(20000).select(F.format_string("C%d", "id").alias("customer_id"), F.lit("offer").alias("offer_id"))
+    first = audience.assign_cell(frame, control_share=0.1, salt="s1")
+    share = first.filter(F.col("cell") == audience.CONTROL).count() / 20000
+    assert share == pytest.approx(0.1, abs=0.01)
+    again = audience.assign_cell(frame.orderBy(F.desc("customer_id")), control_share=0.1, salt="s1")
+    assertDataFrameEqual(first, again)
+    other_salt = audience.assign_cell(frame, control_share=0.1, salt="s2")
+    changed = first.join(other_salt.withColumnRenamed("cell", "cell2"), on=["customer_id", "offer_id"], how="inner")
+    assert changed.filter(F.col("cell") != F.col("cell2")).count() > 1000
+
+
+def test_consent_fails_closed(spark: SparkSession) -> None:
+    frame = customers(spark, {"C2": False}).union(
+        spark.createDataFrame([("C4", dt.date(2024, 1, 1), "north", None, None)], schemas.CUSTOMERS_DDL))
+    assert sorted(r.customer_id for r in audience.consenting(frame).collect()) == ["C1", "C3"]
+
+
+def test_export_is_the_allow_list(spark: SparkSession) -> None:
+    frame = spark.createDataFrame(
+        [("o", "cross-sell", "C1", 0.5, 1.0, 1, 1, "treatment", "why", "secret")],
+        "offer_id STRING, offer_type STRING, customer_id STRING, score DOUBLE, expected_value DOUBLE, rank INT, "
+        "decile INT, cell STRING, reason STRING, email STRING")
+    out = audience.export(frame, run_date=D, run_id="r", model_versions={"o": ("xsell_o", "3")})
+    assert out.columns == [name for name, _ in schemas.AUDIENCE_COLUMNS]
+    row = out.first()
+    assert (row.model_name, row.model_version, row.run_date) == ("xsell_o", "3", D)

@@ -1,0 +1,182 @@
+"""Publishing on both targets: atomic replacement of a run date, never a half-written table.
+
+The PostgreSQL tests run against a real server (``XSELL_PG_HOST``, default 127.0.0.1:5432, trust auth
+or ``XSELL_PG_PASSWORD``) in a database of their own that they create.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from conftest import skip_or_fail
+from xsell import schemas, warehouse
+from xsell.config import Settings, load_settings
+
+D1, D2 = dt.date(2025, 3, 1), dt.date(2025, 3, 2)
+PG_DATABASE = "xsell_test"
+
+
+def audience_rows(spark: SparkSession, run_date: dt.date, customers: list[str], *, score: float = 0.5) -> DataFrame:
+    rows = [(run_date, "cross-sell:x", "cross-sell", c, score, score * 10, i + 1, 1, "treatment", "why", "m", "1", "r")
+            for i, c in enumerate(customers)]
+    ddl = ", ".join(f"{name} {kind}" for name, kind in schemas.AUDIENCE_COLUMNS)
+    return spark.createDataFrame(rows, ddl.replace("VARCHAR", "STRING").replace("DOUBLE PRECISION", "DOUBLE"))
+
+
+def failing(frame: DataFrame) -> DataFrame:
+    """The same rows, but the Spark task of one partition raises half way through the write."""
+    def explode(rows):
+        for row in rows:
+            if row.customer_id == "C3":
+                raise RuntimeError("executor lost")
+            yield row
+    return frame.repartition(2, "customer_id").rdd.mapPartitions(explode).toDF(frame.schema)
+
+
+def live(target: warehouse.Warehouse, schema: str, run_date: dt.date) -> list[tuple]:
+    return target.query(
+        f"SELECT customer_id, score FROM {warehouse.identifier(schema)}.audiences WHERE run_date = ? ORDER BY customer_id",
+        [run_date])
+
+
+# --- DuckDB ----------------------------------------------------------------------------------------
+@pytest.fixture()
+def duck(settings: Settings) -> warehouse.Warehouse:
+    return warehouse.open_warehouse(settings)
+
+
+def test_duckdb_publish_replaces_only_its_date(spark: SparkSession, duck: warehouse.Warehouse) -> None:
+    duck.publish("audiences", audience_rows(spark, D1, ["C1", "C2"]), run_date=D1, run_id="a")
+    duck.publish("audiences", audience_rows(spark, D2, ["C1"]), run_date=D2, run_id="b")
+    first = duck.publish("audiences", audience_rows(spark, D1, ["C2", "C3"], score=0.7), run_date=D1, run_id="c")
+    assert live(duck, "main", D1) == [("C2", 0.7), ("C3", 0.7)]
+    assert live(duck, "main", D2) == [("C1", 0.5)]
+    again = duck.publish("audiences", audience_rows(spark, D1, ["C2", "C3"], score=0.7), run_date=D1, run_id="d")
+    assert again == first, "a rerun publishing the same rows has the same content hash"
+
+
+def test_duckdb_failure_in_the_transaction_keeps_the_previous_rows(spark: SparkSession, duck: warehouse.Warehouse,
+                                                                    settings: Settings) -> None:
+    duck.publish("audiences", audience_rows(spark, D1, ["C1", "C2"]), run_date=D1, run_id="a")
+    doubled = audience_rows(spark, D1, ["C1", "C1"], score=0.9)  # violates the primary key on insert
+    with pytest.raises(Exception, match="(?i)constraint|duplicate"):
+        duck.publish("audiences", doubled, run_date=D1, run_id="b")
+    assert live(duck, "main", D1) == [("C1", 0.5), ("C2", 0.5)]
+    assert not list((settings.lake / "_staging").glob("*")), "staging of the failed attempt is cleaned up"
+
+
+def test_duckdb_failure_while_staging_keeps_the_previous_rows(spark: SparkSession, duck: warehouse.Warehouse) -> None:
+    duck.publish("audiences", audience_rows(spark, D1, ["C1", "C2"]), run_date=D1, run_id="a")
+    with pytest.raises(Exception, match="executor lost"):
+        duck.publish("audiences", failing(audience_rows(spark, D1, ["C1", "C2", "C3", "C4"], score=0.9)),
+                     run_date=D1, run_id="b")
+    assert live(duck, "main", D1) == [("C1", 0.5), ("C2", 0.5)]
+
+
+def test_identifiers_are_checked_before_any_sql() -> None:
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
+        warehouse.identifier('audiences"; DROP TABLE audiences; --')
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    host = os.environ.get("XSELL_PG_HOST", "127.0.0.1")
+    if not Path("/usr/share/java/postgresql.jar").exists():
+        skip_or_fail("the PostgreSQL JDBC driver (libpostgresql-jdbc-java) is not installed")
+    try:
+        import psycopg
+
+        with psycopg.connect(host=host, dbname="postgres", user="postgres", autocommit=True, connect_timeout=5,
+                             password=os.environ.get("XSELL_PG_PASSWORD")) as admin:
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PG_DATABASE]).fetchone():
+                admin.execute(f"CREATE DATABASE {PG_DATABASE}")
+    except Exception as error:  # no server on this laptop
+        skip_or_fail(f"no PostgreSQL server at {host}:5432 ({error})")
+    os.environ["XSELL_HOME"] = str(tmp_path_factory.mktemp("pg") / "var")
+    return load_settings("test,postgres", overrides={"warehouse": {"postgres": {"host": host, "dbname": PG_DATABASE}}})
+
+
+@pytest.fixture()
+def pg(pg_settings: Settings) -> Iterator[warehouse.Warehouse]:
+    target = warehouse.PostgresWarehouse(pg_settings)
+    with target._connect() as connection:
+        connection.execute("DROP SCHEMA IF EXISTS xsell CASCADE")
+    target.ensure_tables()
+    yield target
+
+
+def test_postgres_rerun_replaces_without_duplicates(spark: SparkSession, pg: warehouse.Warehouse) -> None:
+    pg.publish("audiences", audience_rows(spark, D1, ["C1", "C2"]), run_date=D1, run_id="a")
+    first = pg.publish("audiences", audience_rows(spark, D1, ["C2", "C3"]), run_date=D1, run_id="b")
+    again = pg.publish("audiences", audience_rows(spark, D1, ["C2", "C3"]), run_date=D1, run_id="c")
+    assert live(pg, "xsell", D1) == [("C2", 0.5), ("C3", 0.5)]
+    assert first == again
+    assert pg.query("SELECT count(*) FROM xsell.audience_runs")[0][0] == 0  # no record was asked for
+
+
+def test_postgres_partition_failure_leaves_the_previous_audience(spark: SparkSession, pg: warehouse.Warehouse) -> None:
+    pg.publish("audiences", audience_rows(spark, D1, ["C1", "C2"]), run_date=D1, run_id="a")
+    with pytest.raises(Exception, match="executor lost"):
+        pg.publish("audiences", failing(audience_rows(spark, D1, ["C1", "C2", "C3", "C4"], score=0.9)),
+                   run_date=D1, run_id="b")
+    assert live(pg, "xsell", D1) == [("C1", 0.5), ("C2", 0.5)]
+    staging = pg.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'xsell' AND tablename LIKE '%%__stage_%%'")
+    assert staging == [(0,)], "the failed attempt's staging table is dropped"
+
+
+def test_postgres_grants_and_views_survive_a_publish(spark: SparkSession, pg: warehouse.Warehouse) -> None:
+    pg.publish("audiences", audience_rows(spark, D1, ["C1"]), run_date=D1, run_id="a")
+    with pg._connect() as connection:
+        connection.execute("DO $$ BEGIN CREATE ROLE xsell_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        connection.execute("GRANT USAGE ON SCHEMA xsell TO xsell_reader")
+        connection.execute("GRANT SELECT ON xsell.audiences TO xsell_reader")
+        connection.execute("CREATE VIEW xsell.crm_export AS SELECT customer_id FROM xsell.audiences")
+    pg.publish("audiences", audience_rows(spark, D1, ["C2", "C3"]), run_date=D1, run_id="b")
+    with pg._connect() as connection:
+        connection.execute("SET ROLE xsell_reader")
+        assert connection.execute("SELECT customer_id FROM xsell.audiences ORDER BY 1").fetchall() == [("C2",), ("C3",)]
+        connection.execute("RESET ROLE")
+        assert connection.execute("SELECT count(*) FROM xsell.crm_export").fetchone() == (2,)
+        connection.execute("DROP VIEW xsell.crm_export")
+        connection.execute("REVOKE ALL ON xsell.audiences FROM xsell_reader")
+        connection.execute("REVOKE ALL ON SCHEMA xsell FROM xsell_reader")
+
+
+def test_postgres_reader_never_sees_an_empty_audience(spark: SparkSession, pg: warehouse.Warehouse) -> None:
+    pg.publish("audiences", audience_rows(spark, D1, ["C1", "C2"]), run_date=D1, run_id="a")
+    with pg._connect() as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        assert reader.execute("SELECT count(*) FROM xsell.audiences").fetchone() == (2,)
+        pg.publish("audiences", audience_rows(spark, D1, ["C3", "C4", "C5"]), run_date=D1, run_id="b")
+        assert reader.execute("SELECT count(*) FROM xsell.audiences").fetchone() == (2,)
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT count(*) FROM xsell.audiences").fetchone() == (3,)
+
+
+def test_postgres_concurrent_publishes_of_a_date_are_serialized(spark: SparkSession, pg: warehouse.Warehouse) -> None:
+    errors: list[BaseException] = []
+
+    def publish(run_id: str, customers: list[str]) -> None:
+        try:
+            pg.publish("audiences", audience_rows(spark, D1, customers), run_date=D1, run_id=run_id)
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=publish, args=(f"run{i}", ["C1", "C2", f"X{i}"])) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    rows = pg.query("SELECT customer_id, count(*) FROM xsell.audiences GROUP BY customer_id ORDER BY 1")
+    assert [r[1] for r in rows] == [1, 1, 1], "one publish wins whole; keys are never doubled"
+    assert [r[0] for r in rows][:2] == ["C1", "C2"]
