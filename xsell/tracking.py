@@ -12,6 +12,8 @@ from xsell.config import Settings
 CHAMPION = "champion"
 #: The out-of-time metric that decides promotion.
 GATE_METRIC = "roc_auc"
+#: Differences below this are floating-point noise (refitting on the same data moves the AUC by ~1e-12).
+NOISE = 1e-6
 
 
 class TrackingUnavailable(RuntimeError):
@@ -79,7 +81,7 @@ def promote_if_better(model_name: str, version: str, metrics: dict[str, float], 
         decision, why = False, "non-finite metrics"
     elif champion_metric_on_fold is None:
         decision, why = True, "no champion yet"
-    elif new > champion_metric_on_fold + margin:
+    elif new > champion_metric_on_fold + margin + NOISE:
         decision, why = True, f"{GATE_METRIC} {new:.4f} > champion {champion_metric_on_fold:.4f} + {margin}"
     else:
         # Strictly better only: retraining on the same data does not churn the champion (and the audience).

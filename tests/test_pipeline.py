@@ -1,0 +1,111 @@
+"""Every stage in order on a tiny generated world, in this process: the audience and its guarantees."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+
+from jobs import basket_rules, features, score_publish, train, validate
+from xsell import generate, lake, tracking, warehouse
+from xsell.config import Settings, load_settings
+
+START, RUN_DATE = dt.date(2025, 1, 1), dt.date(2025, 6, 30)
+OFFERS = [
+    {"offer_id": "cross-sell:bike_care", "offer_type": "cross-sell", "target": "bike_care"},
+    {"offer_id": "cross-sell:bikes", "offer_type": "cross-sell", "target": "bikes"},
+    {"offer_id": "up-sell:laptop", "offer_type": "up-sell", "target": "laptop"},
+]
+
+
+def run_all(spark: SparkSession, settings: Settings, run_id: str, *, since: dt.date | None = None) -> str:
+    validate.run(spark, settings, RUN_DATE, run_id=run_id, since=since)
+    basket_rules.run(spark, settings, RUN_DATE, run_id=run_id)
+    features.run(spark, settings, RUN_DATE)
+    train.run(spark, settings, RUN_DATE, run_id=run_id)
+    return score_publish.run(spark, settings, RUN_DATE, run_id=run_id)
+
+
+@pytest.fixture(scope="module")
+def world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
+    home = tmp_path_factory.mktemp("world") / "var"
+    settings = load_settings("test", overrides={"home": str(home), "offers": OFFERS})
+    generate.generate(settings.landing, settings.truth,
+                      generate.WorldSpec(customers=1000, start=START, end=RUN_DATE, seed=11), log=lambda _: None)
+    content_hash = run_all(spark, settings, "first", since=START)
+    return settings, content_hash
+
+
+def audience(settings: Settings) -> pd.DataFrame:
+    target = warehouse.open_warehouse(settings)
+    columns = [name for name, _ in warehouse.TABLES[warehouse.AUDIENCES][0]]
+    return pd.DataFrame(target.query(f"SELECT {', '.join(columns)} FROM main.audiences ORDER BY offer_id, customer_id"),
+                        columns=columns)
+
+
+def test_audience_covers_every_offer_once_per_customer(world: tuple[Settings, str]) -> None:
+    settings, _ = world
+    rows = audience(settings)
+    assert set(rows.offer_id) == {offer["offer_id"] for offer in OFFERS}
+    assert not rows.duplicated(["run_date", "offer_id", "customer_id"]).any()
+    assert (rows.groupby("customer_id").size() <= settings.audience.max_offers_per_customer).all()
+    assert rows.score.between(0, 1).all()
+    assert set(rows.cell) == {"treatment", "control"}
+    assert rows.model_version.notna().all() and rows.reason.str.len().gt(0).all()
+
+
+def test_opted_out_customers_are_never_published(world: tuple[Settings, str]) -> None:
+    settings, _ = world
+    snapshot = pd.read_csv(next((settings.landing / "customers" / f"date={RUN_DATE}").glob("*.csv")))
+    opted_out = set(snapshot.loc[~snapshot.marketing_consent.astype(bool), "customer_id"])
+    ordered = set(pd.concat(pd.read_csv(p) for p in (settings.landing / "order_lines").glob("*/*.csv")).customer_id)
+    assert opted_out & ordered, "the world must have opted-out customers who buy, or this test proves nothing"
+    assert not opted_out & set(audience(settings).customer_id)
+
+
+def test_cross_sell_targets_never_bought_the_category(world: tuple[Settings, str], spark: SparkSession) -> None:
+    settings, _ = world
+    lines = lake.read(spark, settings.lake, "order_lines").toPandas()
+    products = pd.read_csv(next((settings.landing / "products" / f"date={RUN_DATE}").glob("*.csv")))
+    bought = lines.merge(products, on="product_id")
+    bought = bought[(bought.status == "completed") & (bought.quantity > 0)]
+    owners = set(bought.loc[bought.category == "bike_care", "customer_id"])
+    targeted = set(audience(settings).query("offer_id == 'cross-sell:bike_care'").customer_id)
+    assert targeted and not targeted & owners
+
+
+def test_run_is_recorded_with_model_versions(world: tuple[Settings, str]) -> None:
+    settings, content_hash = world
+    runs = warehouse.open_warehouse(settings).query("SELECT run_id, rows_total, content_hash, model_versions FROM main.audience_runs")
+    assert [(r[0], r[2]) for r in runs] == [("first", content_hash)]
+    assert runs[0][1] == len(audience(settings))
+    for offer in OFFERS:
+        assert offer["offer_id"] in runs[0][3]
+
+
+def test_rerun_of_the_date_publishes_the_same_audience(world: tuple[Settings, str], spark: SparkSession) -> None:
+    settings, content_hash = world
+    before = audience(settings)
+    rules_before = warehouse.open_warehouse(settings).query("SELECT * FROM main.basket_rules ORDER BY antecedent, consequent")
+    champions = {o["offer_id"]: tracking.champion(f"xsell_{o['offer_type'].replace('-', '_')}_{o['target']}").version
+                 for o in OFFERS}
+    assert run_all(spark, settings, "second") == content_hash
+    after = audience(settings)
+    pd.testing.assert_frame_equal(before.drop(columns="run_id"), after.drop(columns="run_id"))
+    assert rules_before == warehouse.open_warehouse(settings).query("SELECT * FROM main.basket_rules ORDER BY antecedent, consequent")
+    assert champions == {o["offer_id"]: tracking.champion(f"xsell_{o['offer_type'].replace('-', '_')}_{o['target']}").version
+                         for o in OFFERS}, "retraining on the same data keeps the champion"
+
+
+def test_bad_day_stops_before_anything_is_published(world: tuple[Settings, str], spark: SparkSession, tmp_path: Path) -> None:
+    settings, _ = world
+    next_day = RUN_DATE + dt.timedelta(days=1)
+    folder = settings.landing / "order_lines" / f"date={next_day}"
+    folder.mkdir(parents=True)
+    (folder / "part-00000.csv").write_text("order_id,line_number,customer_id\nO1,1,C000001\n")
+    with pytest.raises(validate.validation.DataQualityError, match=r"date=2025-07-01/part-00000\.csv: missing column"):
+        validate.run(spark, settings, next_day, run_id="bad")
+    assert not warehouse.open_warehouse(settings).query("SELECT * FROM main.audiences WHERE run_date = ?", [next_day])
