@@ -64,4 +64,6 @@ with DAG(
 
 if __name__ == "__main__":
     run_date = dt.date.fromisoformat(sys.argv[1])
-    dag.test(logical_date=dt.datetime(run_date.year, run_date.month, run_date.day, tzinfo=dt.timezone.utc))
+    dag_run = dag.test(logical_date=dt.datetime(run_date.year, run_date.month, run_date.day, tzinfo=dt.timezone.utc))
+    # dag.test() returns normally when a task fails: the exit status must say so.
+    sys.exit(0 if str(dag_run.state) in ("success", "DagRunState.SUCCESS") else 1)

@@ -61,6 +61,7 @@ def _order_days(settings: Settings, run_date: dt.date, since: dt.date | None) ->
 def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str,
         since: dt.date | None = None) -> list[validation.DaySummary]:
     """Validate and write; returns the per-table, per-day summaries."""
+    order_days = _order_days(settings, run_date, since)  # first: an empty run date needs no Spark to fail
     product_day = validation.latest_snapshot(settings.landing, schemas.PRODUCTS, run_date)
     customer_day = validation.latest_snapshot(settings.landing, schemas.CUSTOMERS, run_date)
     products, product_quarantine, product_summary = _validate(
@@ -72,7 +73,6 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     suite = order_suite.suite(currencies=settings.validation.currencies, catalogue_ids=catalogue_ids,
                               excluded_products=settings.validation.excluded_products,
                               min_rows=settings.validation.min_rows)
-    order_days = _order_days(settings, run_date, since)
     summaries = product_summary + customer_summary
     if order_days:
         orders, order_quarantine, order_summary = _validate(
