@@ -15,7 +15,10 @@ import argparse
 import datetime as dt
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -48,18 +51,30 @@ def labelled(data: inputs.Inputs, feature_frame: DataFrame, rules: DataFrame, of
     )
 
 
-def train_offer(spark: SparkSession, settings: Settings, offer: offers.Offer, train: DataFrame, valid: DataFrame,
-                *, run_date: dt.date, run_id: str, experiment_id: str, feature_columns: list[str]) -> dict:
-    import mlflow
+@dataclass
+class Fitted:
+    """What fitting one offer produced, before anything is logged."""
+
+    offer: offers.Offer
+    model: PipelineModel | None
+    metrics: dict[str, float]
+    rule_baseline: dict[str, float]
+    champion_auc: float | None
+    train_rows: int
+    positives: int
+
+
+def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: DataFrame, *,
+              feature_columns: list[str]) -> Fitted:
+    """Fit, score the out-of-time fold, and score the current champion on the same fold (Spark work
+    only: safe to run for several offers at once)."""
     import mlflow.spark
-    import pyspark
 
     train = model.with_balanced_weights(train).cache()
     positives = train.filter(F.col(model.LABEL) == 1.0).count()
+    rows = train.count()
     if positives < settings.model.min_positive_labels:
-        log.warning("%s: %d positive labels, fewer than %d: not trained", offer.offer_id, positives,
-                    settings.model.min_positive_labels)
-        return {"offer_id": offer.offer_id, "status": "skipped: too few positives"}
+        return Fitted(offer, None, {}, {}, None, rows, positives)
     pipeline = model.build_pipeline(feature_columns, algorithm=settings.model.algorithm,
                                     max_iter=settings.model.max_iter, reg_param=settings.model.reg_param)
     fitted = pipeline.fit(train)
@@ -74,30 +89,47 @@ def train_offer(spark: SparkSession, settings: Settings, offer: offers.Offer, tr
         except Exception as error:  # a champion built on other feature columns cannot score this fold
             log.warning("%s: champion v%s cannot score the fold (%s); treated as absent", offer.offer_id,
                         current.version, error)
+    train.unpersist()
+    scored.unpersist()
+    return Fitted(offer, fitted, metrics, rule_baseline, champion_auc, rows, positives)
+
+
+def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: str, experiment_id: str,
+              feature_columns: list[str]) -> dict:
+    """One MLflow run per offer and date: parameters, metrics, the model, and the champion gate."""
+    import mlflow
+    import mlflow.spark
+    import pyspark
+
+    offer, metrics = fitted.offer, fitted.metrics
+    if fitted.model is None:
+        log.warning("%s: %d positive labels, fewer than %d: not trained", offer.offer_id, fitted.positives,
+                    settings.model.min_positive_labels)
+        return {"offer_id": offer.offer_id, "status": "skipped: too few positives"}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{offer.offer_id} {run_date}"):
         tracking.log_params({
             "offer_id": offer.offer_id, "offer_type": offer.offer_type, "target": offer.target,
             "run_date": run_date, "scheduler_run_id": run_id, "algorithm": settings.model.algorithm,
             "max_iter": settings.model.max_iter, "reg_param": settings.model.reg_param,
-            "horizon_days": settings.model.horizon_days, "train_rows": train.count(), "train_positives": positives,
-            "features": ",".join(feature_columns),
+            "horizon_days": settings.model.horizon_days, "train_rows": fitted.train_rows,
+            "train_positives": fitted.positives, "features": ",".join(feature_columns),
         })
         mlflow.log_metrics(metrics)
-        mlflow.log_metrics({f"rule_baseline_{key}": value for key, value in rule_baseline.items()
+        mlflow.log_metrics({f"rule_baseline_{key}": value for key, value in fitted.rule_baseline.items()
                             if key in ("roc_auc", "pr_auc", "lift_top_decile")})
-        if champion_auc is not None:
-            mlflow.log_metric("champion_roc_auc_same_fold", champion_auc)
+        if fitted.champion_auc is not None:
+            mlflow.log_metric("champion_roc_auc_same_fold", fitted.champion_auc)
         info = mlflow.spark.log_model(
-            fitted, artifact_path="model", registered_model_name=offer.model_name,
+            fitted.model, artifact_path="model", registered_model_name=offer.model_name,
             # Listing requirements skips MLflow's slow inference of them (about 15 s a model).
             pip_requirements=[f"pyspark=={pyspark.__version__}"],
         )
         promoted, why = tracking.promote_if_better(
             offer.model_name, str(info.registered_model_version), metrics,
-            margin=settings.model.promotion_margin, champion_metric_on_fold=champion_auc)
+            margin=settings.model.promotion_margin, champion_metric_on_fold=fitted.champion_auc)
         mlflow.set_tag("gate", "promoted" if promoted else "rejected")
     log.info("%s: roc_auc %.3f (rule baseline %.3f), version %s %s (%s)", offer.offer_id, metrics["roc_auc"],
-             rule_baseline["roc_auc"], info.registered_model_version, "promoted" if promoted else "rejected", why)
+             fitted.rule_baseline["roc_auc"], info.registered_model_version, "promoted" if promoted else "rejected", why)
     return {"offer_id": offer.offer_id, "version": info.registered_model_version, "promoted": promoted, **metrics}
 
 
@@ -110,15 +142,21 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
         cutoff: (feature_job.read(spark, settings, cutoff).cache(), rules_before(data.order_lines, settings, cutoff).cache())
         for cutoff in (train_cutoff, valid_cutoff)
     }
-    results = []
+    work = []
     for offer in data.offers:
         if only and offer.offer_id not in only:
             continue
         train = labelled(data, *frames[train_cutoff], offer, cutoff=train_cutoff, end=valid_cutoff)
         valid = labelled(data, *frames[valid_cutoff], offer, cutoff=valid_cutoff, end=end).cache()
-        feature_columns = [c for c in features.model_columns(train) if c != model.LABEL]
-        results.append(train_offer(spark, settings, offer, train, valid, run_date=run_date, run_id=run_id,
-                                   experiment_id=experiment_id, feature_columns=feature_columns))
+        work.append((offer, train, valid))
+    feature_columns = [c for c in features.model_columns(work[0][1]) if c != model.LABEL] if work else []
+    # Each offer's data is small: a Spark job per LBFGS iteration is bound by latency, not by the cores,
+    # so several offers are fitted at once from threads (Spark schedules jobs from threads concurrently).
+    with ThreadPoolExecutor(max_workers=settings.model.parallel_offers) as pool:
+        fitted = list(pool.map(lambda item: fit_offer(settings, item[0], item[1], item[2],
+                                                      feature_columns=feature_columns), work))
+    results = [log_offer(settings, item, run_date=run_date, run_id=run_id, experiment_id=experiment_id,
+                         feature_columns=feature_columns) for item in fitted]
     return results
 
 

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import datetime as dt
 import sys
 from pathlib import Path
 
 from xsell.config import load_settings
+from xsell.runtime import configure_logging
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     summary.set_defaults(handler=_summary)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args.handler(args)
 
 

@@ -58,6 +58,7 @@ class ModelSettings(_Section):
     reg_param: float = Field(0.01, ge=0)
     promotion_margin: float = 0.0
     min_positive_labels: int = Field(5, ge=1)
+    parallel_offers: int = Field(4, ge=1)
 
 
 class OfferSettings(_Section):

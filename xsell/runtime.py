@@ -34,11 +34,18 @@ def new_run_id(run_date: dt.date) -> str:
     return f"manual__{run_date.isoformat()}__{uuid.uuid4().hex[:8]}"
 
 
+def configure_logging() -> None:
+    """xsell's progress at INFO; the chatty libraries only when they have something to warn about."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("great_expectations", "py4j", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def execute(job: Callable[[argparse.Namespace, Settings], None], args: argparse.Namespace) -> None:
     """Run ``job``; bad data or configuration ends with one clear line and exit status 2, no stack trace."""
     from xsell.validation import DataQualityError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         settings = load_settings(args.env)
         args.run_id = args.run_id or new_run_id(args.run_date)
