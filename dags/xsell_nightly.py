@@ -41,13 +41,13 @@ with DAG(
     default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
 ) as dag:
 
-    def spark_job(task_id: str, *, outlets: list[Asset] | None = None) -> SparkSubmitOperator:
+    def spark_job(task_id: str, *, outlets: list[Asset] | None = None, args: tuple[str, ...] = ()) -> SparkSubmitOperator:
         return SparkSubmitOperator(
             task_id=task_id,
             application=str(JOBS / f"{task_id}.py"),
             conn_id=SPARK_CONN_ID,
             name=f"xsell-{task_id}",
-            application_args=["--run-date", "{{ ds }}", "--run-id", "{{ run_id }}"],
+            application_args=["--run-date", "{{ ds }}", "--run-id", "{{ run_id }}", *args],
             outlets=outlets or [],
         )
 
@@ -55,7 +55,7 @@ with DAG(
     basket_rules = spark_job("basket_rules", outlets=[BASKET_RULES])
     features = spark_job("features")
     train = spark_job("train")
-    score_publish = spark_job("score_publish", outlets=[AUDIENCES])
+    score_publish = spark_job("score_publish", outlets=[AUDIENCES], args=("--attempt", "{{ ti.try_number }}"))
 
     validate >> [basket_rules, features]
     features >> train

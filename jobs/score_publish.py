@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -43,67 +44,110 @@ def _named(frame: DataFrame, products: DataFrame) -> DataFrame:
     )
 
 
-def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str
-                   ) -> tuple[DataFrame, dict[str, tuple[str, str]]]:
+@dataclass
+class Audience:
+    rows: DataFrame
+    versions: dict[str, tuple[str, str]]
+    removed: dict[str, int]
+    opt_outs: DataFrame
+
+
+def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str) -> Audience:
+    """Score, rank, arbitrate and cell the eligible, consenting customers; count what each rule removed."""
     import mlflow.spark
 
     tracking.configure(settings)
-    data = inputs.load(spark, settings, run_date)
+    try:
+        data = inputs.load(spark, settings, run_date)
+    except FileNotFoundError as missing:
+        raise runtime.PublishBlocked(f"input missing, publish blocked: {missing}") from missing
     _consent_snapshot_fresh(settings, run_date, data.snapshot_date)
     cutoff = feature_job.cutoffs(run_date, settings.model.horizon_days)[-1]
     allowed = audience.consenting(data.customers)
+    opt_outs = data.customers.join(allowed, on="customer_id", how="left_anti").select("customer_id")
+    removed = {"consent_opted_out_customers": opt_outs.count()}
+    if removed["consent_opted_out_customers"] == data.customers.count():
+        raise runtime.PublishBlocked(f"the customers (consent) snapshot of {data.snapshot_date} has no customer who "
+                                     f"consented: publish blocked")
     # Profiling for direct marketing needs consent too: the feature table holds consenting customers
     # only, and today's snapshot is applied again in case consent was withdrawn since it was built.
     feature_frame = feature_job.read(spark, settings, cutoff).join(allowed, on="customer_id", how="left_semi").cache()
+    profiled = feature_frame.count()
     rules = lake.read(spark, settings.lake, lake.BASKET_RULES).filter(F.col("run_date") == F.lit(run_date))
     ranked_offers, versions = [], {}
     for offer in data.offers:
         champion = tracking.champion(offer.model_name)
         if champion is None:
             log.warning("%s has no champion model: not scored", offer.offer_id)
+            removed[f"no_champion:{offer.offer_id}"] = profiled
             continue
         versions[offer.offer_id] = (offer.model_name, champion.version)
         rule = offers.rule_feature(rules, data.order_lines, data.products, offer, cutoff=cutoff)
         candidates = (
-            feature_frame.filter(offers.eligible(offer))
+            feature_frame.filter(offers.eligible(offer, cooldown_days=settings.audience.cooldown_days))
             .join(rule, on="customer_id", how="left")
             .fillna(0.0, subset=["rule_lift"])
-        )
-        scored = model.score(mlflow.spark.load_model(champion.uri), candidates)
-        described = _named(scored, data.products).withColumn("reason", audience.reason(offer))
-        ranked_offers.append(audience.rank_offer(described, offer, margin=audience.offer_margin(data.products, offer)))
+        ).cache()
+        removed[f"ineligible:{offer.offer_id}"] = profiled - candidates.count()
+        champion_model = mlflow.spark.load_model(champion.uri)
+        scored = model.score(champion_model, candidates, drivers=2)
+        described = audience.describe_drivers(_named(scored, data.products), champion_model.stages[0].getInputCols())
+        described = described.withColumn("reason", audience.reason(offer))
+        ranked_offers.append(audience.rank_offer(described, offer, margin=audience.offer_margin(data.products, offer),
+                                                 category=offers.category_of(data.products, offer)))
     if not ranked_offers:
         raise runtime.PublishBlocked(f"no offer has a champion model for {run_date}: nothing to publish")
     ranked = ranked_offers[0]
     for frame in ranked_offers[1:]:
         ranked = ranked.unionByName(frame)
-    chosen = audience.arbitrate(ranked, max_offers=settings.audience.max_offers_per_customer)
+    ranked = ranked.cache()
+    chosen = audience.arbitrate(ranked, max_offers=settings.audience.max_offers_per_customer,
+                                diversity_column="category" if settings.audience.category_diversity else None).cache()
+    removed["arbitration"] = ranked.count() - chosen.count()
     celled = audience.assign_cell(chosen, control_share=settings.audience.control_share,
                                   salt=settings.audience.control_salt)
     # Consent again on the final rows: nothing joined in later may bring an opted-out customer back.
     final = celled.join(allowed, on="customer_id", how="left_semi")
-    return audience.export(final, run_date=run_date, run_id=run_id, model_versions=versions), versions
+    rows = audience.export(final, run_date=run_date, run_id=run_id, model_versions=versions)
+    return Audience(rows, versions, removed, opt_outs)
 
 
-def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str) -> str:
-    """Build and publish; returns the content hash of the published run date."""
-    rows, versions = build_audience(spark, settings, run_date, run_id=run_id)
-    rows = rows.cache()
-    counts = {f"{row.offer_id}|{row.cell}": row.n for row in rows.groupBy("offer_id", "cell").agg(F.count("*").alias("n")).collect()}
-    record = warehouse.RunRecord(run_date=run_date, run_id=run_id, rows_total=sum(counts.values()),
-                                 rows_by_offer=counts, model_versions={k: v[1] for k, v in versions.items()})
-    content_hash = warehouse.open_warehouse(settings).publish(warehouse.AUDIENCES, rows, run_date=run_date,
-                                                              run_id=run_id, record=record)
-    log.info("audience for %s: %d rows over %d offers, hash %s", run_date, record.rows_total, len(versions),
-             content_hash[:12])
+def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str, attempt: int = 1) -> str:
+    """Build and publish; returns the content hash of the published run date.
+
+    A blocked publish (stale consent, too small an audience, doubled keys) leaves the live audience as
+    it was, records the attempt in ``audience_runs`` with status ``blocked: ...`` and raises.
+    """
+    target = warehouse.open_warehouse(settings)
+    try:
+        built = build_audience(spark, settings, run_date, run_id=run_id)
+        rows = built.rows.cache()
+        counts = {f"{row.offer_id}|{row.cell}": row.n
+                  for row in rows.groupBy("offer_id", "cell").agg(F.count("*").alias("n")).collect()}
+        record = warehouse.RunRecord(run_date=run_date, run_id=run_id, rows_total=sum(counts.values()),
+                                     rows_by_offer=counts, model_versions={k: v[1] for k, v in built.versions.items()},
+                                     rows_removed=built.removed, attempt=attempt)
+        guard = warehouse.Guard(opt_outs=built.opt_outs, min_volume_fraction=settings.audience.min_volume_fraction,
+                                retention_days=settings.audience.retention_days)
+        content_hash = target.publish(warehouse.AUDIENCES, rows, run_date=run_date, run_id=run_id, record=record,
+                                      guard=guard)
+    except runtime.PublishBlocked as blocked:
+        target.record_blocked(warehouse.RunRecord(run_date=run_date, run_id=run_id, rows_total=0, rows_by_offer={},
+                                                  model_versions={}, attempt=attempt, status=f"blocked: {blocked}"))
+        raise
+    log.info("audience for %s: %d rows over %d offers, removed %s, hash %s", run_date, record.rows_total,
+             len(built.versions), built.removed, content_hash[:12])
     return content_hash
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = runtime.parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = runtime.parser(__doc__.splitlines()[0])
+    parser.add_argument("--attempt", type=int, default=1, help="the scheduler's try number, recorded per publish")
+    args = parser.parse_args(argv)
 
     def job(args: argparse.Namespace, settings: Settings) -> None:
-        run(session(settings, "xsell-score-publish"), settings, args.run_date, run_id=args.run_id)
+        run(session(settings, "xsell-score-publish"), settings, args.run_date, run_id=args.run_id,
+            attempt=args.attempt)
 
     runtime.execute(job, args)
 

@@ -39,9 +39,9 @@ def rules_before(lines: DataFrame, settings: Settings, cutoff: dt.date) -> DataF
 
 
 def labelled(data: inputs.Inputs, feature_frame: DataFrame, rules: DataFrame, offer: offers.Offer, *,
-             cutoff: dt.date, end: dt.date) -> DataFrame:
+             cutoff: dt.date, end: dt.date, cooldown_days: int) -> DataFrame:
     """Eligible customers as of ``cutoff`` with their features, rule feature and label."""
-    candidates = feature_frame.filter(offers.eligible(offer))
+    candidates = feature_frame.filter(offers.eligible(offer, cooldown_days=cooldown_days))
     label = offers.labels(data.order_lines, data.products, candidates, offer, start=cutoff, end=end)
     rule = offers.rule_feature(rules, data.order_lines, data.products, offer, cutoff=cutoff)
     return (
@@ -146,8 +146,9 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     for offer in data.offers:
         if only and offer.offer_id not in only:
             continue
-        train = labelled(data, *frames[train_cutoff], offer, cutoff=train_cutoff, end=valid_cutoff)
-        valid = labelled(data, *frames[valid_cutoff], offer, cutoff=valid_cutoff, end=end).cache()
+        cooldown = settings.audience.cooldown_days
+        train = labelled(data, *frames[train_cutoff], offer, cutoff=train_cutoff, end=valid_cutoff, cooldown_days=cooldown)
+        valid = labelled(data, *frames[valid_cutoff], offer, cutoff=valid_cutoff, end=end, cooldown_days=cooldown).cache()
         work.append((offer, train, valid))
     feature_columns = [c for c in features.model_columns(work[0][1]) if c != model.LABEL] if work else []
     # Each offer's data is small: a Spark job per LBFGS iteration is bound by latency, not by the cores,

@@ -104,8 +104,12 @@ def test_nightly_run_through_airflow_publishes_and_a_bad_day_stops_it(tmp_path: 
         doubled = db.execute("SELECT count(*) FROM (SELECT run_date, offer_id, customer_id FROM main.audiences "
                              "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
         rules = db.execute("SELECT count(*) FROM main.basket_rules WHERE run_date = ?", [run_date]).fetchone()[0]
+        published = {row[0] for row in db.execute("SELECT customer_id FROM main.audiences").fetchall()}
     assert sorted(o[0] for o in offers) == ["cross-sell:bike_care", "up-sell:laptop"]
     assert doubled == 0 and rules > 0
+    snapshot = next((home / "landing" / "customers" / f"date={run_date}").glob("*.csv")).read_text().splitlines()
+    opted_out = {line.split(",")[0] for line in snapshot[1:] if line.split(",")[3] == "false"}
+    assert opted_out and not opted_out & published
 
     bad_day = run_date + dt.timedelta(days=1)
     folder = home / "landing" / "order_lines" / f"date={bad_day}"

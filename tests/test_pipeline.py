@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
+from conftest import skip_or_fail
 from jobs import basket_rules, features, score_publish, train, validate
 from xsell import generate, lake, tracking, warehouse
 from xsell.config import Settings, load_settings
@@ -92,7 +94,12 @@ def test_rerun_of_the_date_publishes_the_same_audience(world: tuple[Settings, st
     rules_before = warehouse.open_warehouse(settings).query("SELECT * FROM main.basket_rules ORDER BY antecedent, consequent")
     champions = {o["offer_id"]: tracking.champion(f"xsell_{o['offer_type'].replace('-', '_')}_{o['target']}").version
                  for o in OFFERS}
+    features_before = {cutoff: lake.read(spark, settings.lake, "features").filter(f"cutoff = '{cutoff}'").collect()
+                       for cutoff in features.cutoffs(RUN_DATE, settings.model.horizon_days)}
     assert run_all(spark, settings, "second") == content_hash
+    for cutoff, rows in features_before.items():
+        again = lake.read(spark, settings.lake, "features").filter(f"cutoff = '{cutoff}'").collect()
+        assert sorted(again) == sorted(rows), f"features as of {cutoff} changed on rerun"
     after = audience(settings)
     pd.testing.assert_frame_equal(before.drop(columns="run_id"), after.drop(columns="run_id"))
     assert rules_before == warehouse.open_warehouse(settings).query("SELECT * FROM main.basket_rules ORDER BY antecedent, consequent")
@@ -109,3 +116,53 @@ def test_bad_day_stops_before_anything_is_published(world: tuple[Settings, str],
     with pytest.raises(validate.validation.DataQualityError, match=r"date=2025-07-01/part-00000\.csv: missing column"):
         validate.run(spark, settings, next_day, run_id="bad")
     assert not warehouse.open_warehouse(settings).query("SELECT * FROM main.audiences WHERE run_date = ?", [next_day])
+
+
+def test_stale_consent_blocks_the_publish_and_keeps_the_audience(world: tuple[Settings, str], spark: SparkSession) -> None:
+    settings, _ = world
+    before = audience(settings)
+    strict = settings.model_copy(update={"audience": settings.audience.model_copy(update={"max_consent_age_days": 0})})
+    later = RUN_DATE + dt.timedelta(days=2)
+    with pytest.raises(score_publish.runtime.PublishBlocked, match=r"customers \(consent\) snapshot is from 2025-06-30"):
+        score_publish.run(spark, strict, later, run_id="stale")
+    pd.testing.assert_frame_equal(before, audience(settings))
+    status = warehouse.open_warehouse(settings).query("SELECT status FROM main.audience_runs WHERE run_id = 'stale'")
+    assert status and status[0][0].startswith("blocked: the customers (consent) snapshot")
+
+
+def test_every_row_explains_itself_and_removals_are_accounted(world: tuple[Settings, str]) -> None:
+    settings, _ = world
+    rows = audience(settings)
+    assert rows.reason.str.split(" | ", regex=False).str.len().le(3).all()
+    assert rows.reason.str.contains("people who buy it buy|spends on|time since|owns a", regex=True).mean() > 0.5
+    removed = warehouse.open_warehouse(settings).query(
+        "SELECT rows_removed FROM main.audience_runs WHERE status = 'published' ORDER BY published_at DESC LIMIT 1")[0][0]
+    for key in ("consent_opted_out_customers", "ineligible:cross-sell:bikes", "arbitration", "consent_in_transaction",
+                "retention_purged_rows"):
+        assert key in removed
+
+
+def test_postgres_target_publishes_the_same_audience(world: tuple[Settings, str], spark: SparkSession) -> None:
+    settings, content_hash = world
+    try:
+        import psycopg
+
+        with psycopg.connect(host=os.environ.get("XSELL_PG_HOST", "127.0.0.1"), dbname="postgres", user="postgres",
+                             autocommit=True, connect_timeout=5, password=os.environ.get("XSELL_PG_PASSWORD")) as admin:
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = 'xsell_test'").fetchone():
+                admin.execute("CREATE DATABASE xsell_test")
+    except Exception as error:
+        skip_or_fail(f"no PostgreSQL server ({error})")
+    on_postgres = settings.model_copy(update={"warehouse": settings.warehouse.model_copy(update={
+        "target": "postgres", "schema_name": "xsell_pipeline",
+        "postgres": settings.warehouse.postgres.model_copy(update={
+            "host": os.environ.get("XSELL_PG_HOST", "127.0.0.1"), "dbname": "xsell_test"})})})
+    target = warehouse.PostgresWarehouse(on_postgres)
+    with target._connect() as connection:
+        connection.execute("DROP SCHEMA IF EXISTS xsell_pipeline CASCADE")
+    spark.conf.set("spark.sql.shuffle.partitions", "2")
+    assert score_publish.run(spark, on_postgres, RUN_DATE, run_id="pg") == content_hash
+    rows = target.query("SELECT count(*), count(DISTINCT (offer_id, customer_id)) FROM xsell_pipeline.audiences")
+    assert rows[0][0] == rows[0][1] == len(audience(settings))
+    view = target.query("SELECT DISTINCT cell FROM xsell_pipeline.crm_audience_current")
+    assert view == [("treatment",)]

@@ -168,3 +168,22 @@ def test_export_is_the_allow_list(spark: SparkSession) -> None:
     assert out.columns == [name for name, _ in schemas.AUDIENCE_COLUMNS]
     row = out.first()
     assert (row.model_name, row.model_version, row.run_date) == ("xsell_o", "3", D)
+
+
+def test_up_sell_waits_for_the_cooldown(spark: SparkSession) -> None:
+    frame = build(spark, HISTORY, D + dt.timedelta(days=20))  # C1 bought tier 1 twenty days before
+    up = offers.Offer("up-sell:bike", "up-sell", "bike")
+    assert frame.filter(offers.eligible(up, cooldown_days=30)).count() == 0
+    assert frame.filter(offers.eligible(up, cooldown_days=10)).count() == 1
+
+
+def test_category_diversity_keeps_one_offer_per_category(spark: SparkSession) -> None:
+    frame = spark.createDataFrame([("a", "C1", 3.0, "bikes"), ("b", "C1", 2.0, "bikes"), ("c", "C1", 1.0, "home")],
+                                  "offer_id STRING, customer_id STRING, expected_value DOUBLE, category STRING")
+    kept = audience.arbitrate(frame, max_offers=3, diversity_column="category")
+    assert sorted(r.offer_id for r in kept.collect()) == ["a", "c"]
+
+
+def test_feature_names_read_as_reasons() -> None:
+    assert audience.describe_feature("days_since__bike_care") == "time since the last bike care purchase"
+    assert audience.describe_feature("rule_lift") == "strong basket rule"

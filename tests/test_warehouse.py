@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from conftest import skip_or_fail
 from xsell import schemas, warehouse
 from xsell.config import Settings, load_settings
+from xsell.runtime import PublishBlocked
 
 D1, D2 = dt.date(2025, 3, 1), dt.date(2025, 3, 2)
 PG_DATABASE = "xsell_test"
@@ -180,3 +181,59 @@ def test_postgres_concurrent_publishes_of_a_date_are_serialized(spark: SparkSess
     rows = pg.query("SELECT customer_id, count(*) FROM xsell.audiences GROUP BY customer_id ORDER BY 1")
     assert [r[1] for r in rows] == [1, 1, 1], "one publish wins whole; keys are never doubled"
     assert [r[0] for r in rows][:2] == ["C1", "C2"]
+
+
+# --- guards inside the publish transaction (both targets) --------------------------------------------
+def opt_outs(spark: SparkSession, customers: list[str]) -> DataFrame:
+    return spark.createDataFrame([(c,) for c in customers], "customer_id STRING")
+
+
+def guard(spark: SparkSession, blocked: list[str], *, fraction: float = 0.5, retention: int = 400) -> warehouse.Guard:
+    return warehouse.Guard(opt_outs=opt_outs(spark, blocked), min_volume_fraction=fraction, retention_days=retention)
+
+
+def record(run_date: dt.date, run_id: str) -> warehouse.RunRecord:
+    return warehouse.RunRecord(run_date=run_date, run_id=run_id, rows_total=0, rows_by_offer={}, model_versions={})
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def target(request: pytest.FixtureRequest) -> warehouse.Warehouse:
+    return request.getfixturevalue("duck" if request.param == "duckdb" else "pg")
+
+
+def schema_of(target: warehouse.Warehouse) -> str:
+    return target.schema
+
+
+def test_opted_out_rows_are_removed_inside_the_transaction(spark: SparkSession, target: warehouse.Warehouse) -> None:
+    target.publish("audiences", audience_rows(spark, D1, ["C1", "C2", "C3"]), run_date=D1, run_id="a",
+                   record=record(D1, "a"), guard=guard(spark, ["C2"]))
+    assert [c for c, _ in live(target, schema_of(target), D1)] == ["C1", "C3"]
+    removed = target.query(f"SELECT rows_total, rows_removed FROM {schema_of(target)}.audience_runs WHERE run_id = 'a'")
+    assert removed[0][0] == 2 and '"consent_in_transaction": 1' in removed[0][1]
+
+
+def test_a_collapsed_audience_is_blocked_and_the_previous_one_stays(spark: SparkSession, target: warehouse.Warehouse) -> None:
+    many = [f"C{i}" for i in range(10)]
+    target.publish("audiences", audience_rows(spark, D1, many), run_date=D1, run_id="a", record=record(D1, "a"),
+                   guard=guard(spark, []))
+    target.publish("audiences", audience_rows(spark, D2, many), run_date=D2, run_id="b", record=record(D2, "b"),
+                   guard=guard(spark, []))
+    with pytest.raises(PublishBlocked, match="min_volume_fraction"):
+        target.publish("audiences", audience_rows(spark, D2, ["C1", "C2"]), run_date=D2, run_id="c",
+                       record=record(D2, "c"), guard=guard(spark, []))
+    assert len(live(target, schema_of(target), D2)) == 10
+
+
+def test_old_run_dates_are_purged(spark: SparkSession, target: warehouse.Warehouse) -> None:
+    old = D1 - dt.timedelta(days=30)
+    target.publish("audiences", audience_rows(spark, old, ["C1"]), run_date=old, run_id="a", guard=guard(spark, []))
+    target.publish("audiences", audience_rows(spark, D1, ["C1"]), run_date=D1, run_id="b", guard=guard(spark, [], retention=10))
+    assert live(target, schema_of(target), old) == [] and len(live(target, schema_of(target), D1)) == 1
+
+
+def test_blocked_attempt_is_recorded(target: warehouse.Warehouse) -> None:
+    target.record_blocked(warehouse.RunRecord(run_date=D1, run_id="x", rows_total=0, rows_by_offer={},
+                                              model_versions={}, attempt=2, status="blocked: stale consent"))
+    rows = target.query(f"SELECT attempt, status, content_hash FROM {schema_of(target)}.audience_runs WHERE run_id = 'x'")
+    assert rows == [(2, "blocked: stale consent", None)]

@@ -31,7 +31,7 @@ def offer_margin(products: DataFrame, offer: Offer) -> float:
     return float(row["margin"] or 0.0)
 
 
-def rank_offer(scored: DataFrame, offer: Offer, *, margin: float) -> DataFrame:
+def rank_offer(scored: DataFrame, offer: Offer, *, margin: float, category: str) -> DataFrame:
     """Rank within the offer by score: rank, decile and the expected value ``score x margin``."""
     order = Window.orderBy(F.desc("score"), "customer_id")
     return scored.select(
@@ -43,11 +43,16 @@ def rank_offer(scored: DataFrame, offer: Offer, *, margin: float) -> DataFrame:
         F.row_number().over(order).alias("rank"),
         F.ntile(10).over(order).alias("decile"),
         "reason",
+        F.lit(category).alias("category"),
     )
 
 
-def arbitrate(ranked: DataFrame, *, max_offers: int) -> DataFrame:
-    """At most ``max_offers`` offers per customer, those of highest expected value."""
+def arbitrate(ranked: DataFrame, *, max_offers: int, diversity_column: str | None = None) -> DataFrame:
+    """At most ``max_offers`` offers per customer, those of highest expected value; with
+    ``diversity_column``, at most one offer per value of it (for example the product category)."""
+    if diversity_column is not None:
+        per_value = Window.partitionBy("customer_id", diversity_column).orderBy(F.desc("expected_value"), "offer_id")
+        ranked = ranked.withColumn("_in_value", F.row_number().over(per_value)).filter(F.col("_in_value") == 1).drop("_in_value")
     best_first = Window.partitionBy("customer_id").orderBy(F.desc("expected_value"), "offer_id")
     return ranked.withColumn("_choice", F.row_number().over(best_first)).filter(F.col("_choice") <= max_offers).drop("_choice")
 
@@ -60,12 +65,41 @@ def assign_cell(frame: DataFrame, *, control_share: float, salt: str) -> DataFra
     return frame.withColumn("cell", F.when(bucket < threshold, CONTROL).otherwise(TREATMENT))
 
 
-def reason(offer: Offer) -> F.Column:
-    """A short line a marketer can read, from the strongest rule leading to the offer when there is one."""
+def describe_feature(name: str) -> str:
+    """A feature column as a marketer reads it."""
+    stem, _, subject = name.partition("__")
+    subject = subject.replace("_", " ")
+    phrases = {
+        "spend": f"spends on {subject}", "share": f"large share of spend on {subject}",
+        "days_since": f"time since the last {subject} purchase", "tier": f"owns a {subject}",
+        "days_since_family": f"time since buying a {subject}",
+    }
+    if stem in phrases:
+        return phrases[stem]
+    return {"rule_lift": "strong basket rule", "tenure_days": "long-standing customer", "recency_days": "time since the last order",
+            "returns_rate": "returns", "spend_total": "total spend", "spend_next30d_last_year": "bought in this season last year",
+            }.get(name, name.replace("_", " "))
+
+
+def reason(offer: Offer, *, max_reasons: int = 3) -> F.Column:
+    """Up to ``max_reasons`` short reasons a marketer can read, separated by `` | ``: the strongest rule
+    leading to the offer when there is one, then the model's top drivers for this customer."""
     rule_reason = F.format_string("bought %s; people who buy it buy %s (lift %.1f)", F.col("rule_antecedent_name"),
                                   F.col("rule_consequent_name"), F.col("rule_lift"))
-    fallback = F.lit(f"propensity model for {offer.offer_id}")
-    return F.when(F.col("rule_antecedent_name").isNotNull(), rule_reason).otherwise(fallback)
+    reasons = F.concat(
+        F.when(F.col("rule_antecedent_name").isNotNull(), F.array(rule_reason)).otherwise(F.array().cast("array<string>")),
+        F.coalesce(F.col("drivers_text"), F.array().cast("array<string>")),
+    )
+    chosen = F.slice(reasons, 1, max_reasons)
+    return F.when(F.size(chosen) > 0, F.array_join(chosen, " | ")).otherwise(F.lit(f"propensity model for {offer.offer_id}"))
+
+
+def describe_drivers(frame: DataFrame, feature_names: list[str]) -> DataFrame:
+    """``drivers`` (feature names) to ``drivers_text`` (readable phrases)."""
+    if "drivers" not in frame.columns:
+        return frame.withColumn("drivers_text", F.lit(None).cast("array<string>"))
+    mapping = F.create_map(*[item for name in feature_names for item in (F.lit(name), F.lit(describe_feature(name)))])
+    return frame.withColumn("drivers_text", F.transform("drivers", lambda name: F.coalesce(mapping[name], name)))
 
 
 def export(frame: DataFrame, *, run_date: dt.date, run_id: str, model_versions: dict[str, tuple[str, str]]) -> DataFrame:

@@ -72,6 +72,10 @@ class AudienceSettings(_Section):
     control_share: float = Field(0.10, ge=0, lt=1)
     control_salt: str = "xsell"
     max_consent_age_days: int = Field(3, ge=0)
+    cooldown_days: int = Field(30, ge=0)
+    category_diversity: bool = False
+    min_volume_fraction: float = Field(0.5, ge=0, le=1)
+    retention_days: int = Field(400, ge=1)
 
 
 class MlflowSettings(_Section):

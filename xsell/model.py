@@ -41,11 +41,24 @@ def with_balanced_weights(frame: DataFrame) -> DataFrame:
     return frame.withColumn(WEIGHT, weight)
 
 
-def score(model: PipelineModel, frame: DataFrame) -> DataFrame:
-    """``frame`` with ``score``, the predicted probability of adoption."""
-    predictions = model.transform(frame)
-    return predictions.withColumn(SCORE, vector_to_array("probability")[1]).drop(
-        "raw_features", "features", "rawPrediction", "probability", "prediction")
+def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0) -> DataFrame:
+    """``frame`` with ``score``, the predicted probability of adoption.
+
+    With ``drivers > 0`` and a linear model, also ``drivers``: the names of the features that pushed this
+    customer's score up most (coefficient x standardized value), best first.
+    """
+    predictions = model.transform(frame).withColumn(SCORE, vector_to_array("probability")[1])
+    classifier = model.stages[-1]
+    if drivers and hasattr(classifier, "coefficients"):
+        names = model.stages[0].getInputCols()
+        weights = classifier.coefficients.toArray().tolist()
+        contributions = F.zip_with(vector_to_array("features"), F.array(*[F.lit(float(w)) for w in weights]),
+                                   lambda value, weight: value * weight)
+        pairs = F.arrays_zip(contributions.alias("c"), F.array(*[F.lit(n) for n in names]).alias("n"))
+        positive = F.filter(pairs, lambda pair: pair["c"] > 0)
+        ranked = F.array_sort(positive, lambda a, b: F.when(a["c"] > b["c"], -1).when(a["c"] < b["c"], 1).otherwise(0))
+        predictions = predictions.withColumn("drivers", F.transform(F.slice(ranked, 1, drivers), lambda pair: pair["n"]))
+    return predictions.drop("raw_features", "features", "rawPrediction", "probability", "prediction")
 
 
 def evaluate(scored: DataFrame) -> dict[str, float]:

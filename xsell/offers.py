@@ -56,12 +56,23 @@ def catalogue_levels(products: DataFrame) -> tuple[list[str], list[str]]:
     return categories, families
 
 
-def eligible(offer: Offer) -> Column:
-    """Eligibility on a feature row as of the cutoff."""
+def eligible(offer: Offer, *, cooldown_days: int = 0) -> Column:
+    """Eligibility on a feature row as of the cutoff: cross-sell to customers who never bought the
+    category; up-sell to owners of a lower tier with no higher one, not within ``cooldown_days`` of
+    their last purchase in the family."""
     if offer.offer_type == CROSS_SELL:
         return F.col(f"spend__{slug(offer.target)}") == 0
     tier = F.col(f"tier__{slug(offer.target)}")
-    return (tier >= 1) & (tier < schemas.MAX_TIER)
+    cooled = F.col(f"days_since_family__{slug(offer.target)}") > cooldown_days
+    return (tier >= 1) & (tier < schemas.MAX_TIER) & cooled
+
+
+def category_of(products: DataFrame, offer: Offer) -> str:
+    """The product category an offer sells into (an action for up-sell offers)."""
+    if offer.offer_type == CROSS_SELL:
+        return offer.target
+    row = products.filter(F.col("family") == offer.target).select("category").first()
+    return row["category"] if row else offer.target
 
 
 def labels(order_lines: DataFrame, products: DataFrame, features: DataFrame, offer: Offer, *, start: dt.date,

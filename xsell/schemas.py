@@ -98,12 +98,16 @@ BASKET_RULES_COLUMNS = (
 )
 BASKET_RULES_KEY = ("run_date", "antecedent", "consequent")
 
+#: One row per publish attempt, written in the same transaction as the audience (or, for a blocked
+#: attempt, on its own after the rollback).
 AUDIENCE_RUNS_COLUMNS = (
     ("run_date", "DATE"),
     ("run_id", "VARCHAR"),
+    ("attempt", "INTEGER"),
     ("published_at", "TIMESTAMP WITH TIME ZONE"),
     ("rows_total", "BIGINT"),
     ("rows_by_offer", "VARCHAR"),
+    ("rows_removed", "VARCHAR"),
     ("content_hash", "VARCHAR"),
     ("model_versions", "VARCHAR"),
     ("status", "VARCHAR"),

@@ -15,8 +15,9 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from pyspark.sql import DataFrame
 
 from xsell import schemas
 from xsell.config import IDENTIFIER, Settings
+from xsell.runtime import PublishBlocked
 
 log = logging.getLogger("xsell.warehouse")
 
@@ -70,21 +72,40 @@ def _crm_view_sql(schema: str) -> str:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A row of ``audience_runs``, written in the same transaction as the audience."""
+    """A row of ``audience_runs``."""
 
     run_date: dt.date
     run_id: str
     rows_total: int
     rows_by_offer: dict[str, Any]
     model_versions: dict[str, str]
+    rows_removed: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
     status: str = "published"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Checks made on the staged rows inside the publish transaction, before the live rows change.
+
+    ``opt_outs`` holds the ids of customers who may not be contacted (consent withdrawn or unknown):
+    their rows are removed inside the transaction whatever happened upstream. A publish with fewer
+    rows than ``min_volume_fraction`` of the last published run is blocked. Rows older than
+    ``retention_days`` before the run date are purged.
+    """
+
+    opt_outs: DataFrame
+    min_volume_fraction: float
+    retention_days: int
 
 
 class Warehouse(Protocol):
     def ensure_tables(self) -> None: ...
 
     def publish(self, table: str, frame: DataFrame, *, run_date: dt.date, run_id: str,
-                record: RunRecord | None = None) -> str: ...
+                record: RunRecord | None = None, guard: Guard | None = None) -> str: ...
+
+    def record_blocked(self, record: RunRecord) -> None: ...
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Run ``sql`` (``?`` placeholders) and return all rows."""
@@ -105,7 +126,128 @@ def _content_hash(columns: Sequence[str], rows: Sequence[tuple]) -> str:
     return digest.hexdigest()
 
 
-class DuckDBWarehouse:
+class _Transaction(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+
+class _SqlWarehouse:
+    """The publish algorithm shared by both targets; subclasses stage rows and open transactions."""
+
+    schema: str
+
+    # --- what a target provides ---
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _stage(self, frame: DataFrame, name: str) -> str:
+        """Write ``frame`` where the database can read it; returns the SQL to select from it."""
+        raise NotImplementedError
+
+    def _drop_stage(self, name: str) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def _lock(self, tx: _Transaction, key: str) -> None:
+        """Serialize publishes of one table and date (DuckDB has a single writer anyway)."""
+
+    # --- shared ---
+    def _qualified(self, table: str) -> str:
+        return f"{identifier(self.schema)}.{identifier(table)}"
+
+    def ensure_tables(self) -> None:
+        with self._transaction() as tx:
+            tx.execute(f"CREATE SCHEMA IF NOT EXISTS {identifier(self.schema)}")
+            for table in TABLES:
+                tx.execute(_create_table_sql(self.schema, table))
+            tx.execute(_crm_view_sql(self.schema))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._transaction() as tx:
+            return tx.execute(sql, list(params)).fetchall()
+
+    def publish(self, table: str, frame: DataFrame, *, run_date: dt.date, run_id: str,
+                record: RunRecord | None = None, guard: Guard | None = None) -> str:
+        """Replace ``run_date``'s rows of ``table`` by ``frame`` in one transaction; returns the content hash.
+
+        Raises :class:`PublishBlocked` (and changes nothing) when a guard check fails.
+        """
+        columns = [name for name, _ in TABLES[table][0]]
+        key = [identifier(name) for name in TABLES[table][1]]
+        column_list = ", ".join(identifier(name) for name in columns)
+        live = self._qualified(table)
+        stage, opt_out_stage = _staging_name(table, run_id), _staging_name(f"{table}_opt_outs", run_id)
+        try:
+            source = self._stage(frame.select(*columns), stage)
+            opt_outs = self._stage(guard.opt_outs.select("customer_id"), opt_out_stage) if guard else None
+            with self._transaction() as tx:
+                self._lock(tx, f"{self.schema}.{table}:{run_date}")
+                keep = "TRUE"
+                removed: dict[str, int] = {}
+                if guard is not None:
+                    keep = f"customer_id NOT IN (SELECT customer_id FROM {opt_outs} WHERE customer_id IS NOT NULL)"
+                    self._check(tx, table, source, key, keep, run_date, guard, removed)
+                tx.execute(f"DELETE FROM {live} WHERE run_date = ?", [run_date])
+                tx.execute(f"INSERT INTO {live} ({column_list}) SELECT {column_list} FROM {source} "
+                           f"WHERE run_date = ? AND {keep}", [run_date])
+                if guard is not None:
+                    oldest = run_date - dt.timedelta(days=guard.retention_days)
+                    purged = tx.execute(f"SELECT count(*) FROM {live} WHERE run_date < ?", [oldest]).fetchone()[0]
+                    tx.execute(f"DELETE FROM {live} WHERE run_date < ?", [oldest])
+                    removed["retention_purged_rows"] = purged
+                rows = tx.execute(f"SELECT {column_list} FROM {live} WHERE run_date = ? ORDER BY {', '.join(key)}",
+                                  [run_date]).fetchall()
+                content_hash = _content_hash(columns, rows)
+                if record is not None:
+                    final = replace(record, rows_total=len(rows),
+                                    rows_removed={**record.rows_removed, **removed})
+                    self._insert_record(tx, final, content_hash)
+        finally:
+            self._drop_stage(stage)
+            self._drop_stage(opt_out_stage)
+        log.info("published %d rows of %s for %s (%s)", len(rows), table, run_date, type(self).__name__)
+        return content_hash
+
+    def _check(self, tx: _Transaction, table: str, source: str, key: list[str], keep: str, run_date: dt.date,
+               guard: Guard, removed: dict[str, int]) -> None:
+        staged_columns = [column[0] for column in tx.execute(f"SELECT * FROM {source} LIMIT 0").description]
+        allowed = [name for name, _ in TABLES[table][0]]
+        if staged_columns != allowed:
+            raise PublishBlocked(f"{table} {run_date}: staged columns {staged_columns} are not the export contract {allowed}")
+        doubled = tx.execute(f"SELECT count(*) FROM (SELECT {', '.join(key)} FROM {source} "
+                             f"GROUP BY {', '.join(key)} HAVING count(*) > 1) d").fetchone()[0]
+        if doubled:
+            raise PublishBlocked(f"{table} {run_date}: {doubled} keys appear more than once in the staged rows")
+        staged = tx.execute(f"SELECT count(*) FROM {source} WHERE run_date = ?", [run_date]).fetchone()[0]
+        kept = tx.execute(f"SELECT count(*) FROM {source} WHERE run_date = ? AND {keep}", [run_date]).fetchone()[0]
+        removed["consent_in_transaction"] = staged - kept
+        last = tx.execute(
+            f"SELECT rows_total FROM {self._qualified(AUDIENCE_RUNS)} WHERE status = 'published' AND run_date < ? "
+            f"ORDER BY run_date DESC, published_at DESC LIMIT 1", [run_date]).fetchone()
+        if last is not None and kept < guard.min_volume_fraction * last[0]:
+            raise PublishBlocked(
+                f"{table} {run_date}: {kept} rows, fewer than {guard.min_volume_fraction:.0%} of the last "
+                f"published run's {last[0]} (rule: min_volume_fraction)")
+
+    def _insert_record(self, tx: _Transaction, record: RunRecord, content_hash: str | None) -> None:
+        runs = self._qualified(AUDIENCE_RUNS)
+        tx.execute(f"DELETE FROM {runs} WHERE run_date = ? AND run_id = ?", [record.run_date, record.run_id])
+        tx.execute(
+            f"INSERT INTO {runs} VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?)",
+            [record.run_date, record.run_id, record.attempt, record.rows_total,
+             json.dumps(record.rows_by_offer, sort_keys=True), json.dumps(record.rows_removed, sort_keys=True),
+             content_hash, json.dumps(record.model_versions, sort_keys=True), record.status])
+
+    def record_blocked(self, record: RunRecord) -> None:
+        """Record an attempt whose publish was blocked; the live audience is untouched."""
+        with self._transaction() as tx:
+            self._insert_record(tx, record, None)
+
+
+class DuckDBWarehouse(_SqlWarehouse):
     """The embedded default: one DuckDB file, one writer at a time (DuckDB's own file lock)."""
 
     def __init__(self, path: Path, *, schema: str, staging_root: Path) -> None:
@@ -113,134 +255,79 @@ class DuckDBWarehouse:
         self.schema = schema
         self.staging_root = staging_root
 
-    def _connect(self):
+    def _connect(self) -> Any:
         import duckdb
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return duckdb.connect(str(self.path))
 
-    def ensure_tables(self) -> None:
+    @contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        # DuckDB 2 commits each statement of a multi-statement string on its own: one explicit
+        # transaction around the whole swap.
         with self._connect() as connection:
-            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {identifier(self.schema)}")
-            for table in TABLES:
-                connection.execute(_create_table_sql(self.schema, table))
-            connection.execute(_crm_view_sql(self.schema))
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
 
-    def publish(self, table: str, frame: DataFrame, *, run_date: dt.date, run_id: str,
-                record: RunRecord | None = None) -> str:
-        columns = [name for name, _ in TABLES[table][0]]
-        staging = self.staging_root / _staging_name(table, run_id)
-        live = f"{identifier(self.schema)}.{identifier(table)}"
-        column_list = ", ".join(identifier(name) for name in columns)
-        key_order = ", ".join(identifier(name) for name in TABLES[table][1])
-        try:
-            frame.select(*columns).write.mode("overwrite").parquet(str(staging))
-            with self._connect() as connection:
-                # DuckDB 2 commits each statement of a multi-statement string on its own: one explicit
-                # transaction around the whole swap.
-                connection.execute("BEGIN TRANSACTION")
-                try:
-                    connection.execute(f"DELETE FROM {live} WHERE run_date = ?", [run_date])
-                    connection.execute(
-                        f"INSERT INTO {live} ({column_list}) SELECT {column_list} "
-                        f"FROM read_parquet(?) WHERE run_date = ?",
-                        [str(staging / "*.parquet"), run_date],
-                    )
-                    rows = connection.execute(
-                        f"SELECT {column_list} FROM {live} WHERE run_date = ? ORDER BY {key_order}", [run_date]
-                    ).fetchall()
-                    content_hash = _content_hash(columns, rows)
-                    if record is not None:
-                        self._insert_record(connection, record, content_hash)
-                    connection.execute("COMMIT")
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.info("published %d rows of %s for %s to %s", len(rows), table, run_date, self.path)
-        return content_hash
+    def _stage(self, frame: DataFrame, name: str) -> str:
+        location = self.staging_root / name
+        frame.write.mode("overwrite").parquet(str(location))
+        return "read_parquet('{}')".format(str(location / "*.parquet").replace("'", "''"))
 
-    def _insert_record(self, connection: Any, record: RunRecord, content_hash: str) -> None:
-        runs = f"{identifier(self.schema)}.{identifier(AUDIENCE_RUNS)}"
-        connection.execute(f"DELETE FROM {runs} WHERE run_date = ? AND run_id = ?", [record.run_date, record.run_id])
-        connection.execute(
-            f"INSERT INTO {runs} VALUES (?, ?, now(), ?, ?, ?, ?, ?)",
-            [record.run_date, record.run_id, record.rows_total, json.dumps(record.rows_by_offer, sort_keys=True),
-             content_hash, json.dumps(record.model_versions, sort_keys=True), record.status],
-        )
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        with self._connect() as connection:
-            return connection.execute(sql, list(params)).fetchall()
+    def _drop_stage(self, name: str) -> None:
+        shutil.rmtree(self.staging_root / name, ignore_errors=True)
 
 
-class PostgresWarehouse:
+class _PsycopgTransaction:
+    """psycopg with the ``?`` placeholders the shared SQL is written with."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.connection.execute(sql.replace("?", "%s"), list(params))
+
+
+class PostgresWarehouse(_SqlWarehouse):
     """PostgreSQL: staging through Spark's JDBC writer, the swap in one psycopg transaction."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.warehouse.postgres
         self.schema = settings.warehouse.schema_name
 
-    def _connect(self):
+    def _connect(self) -> Any:
         import psycopg
 
         return psycopg.connect(host=self.settings.host, port=self.settings.port, dbname=self.settings.dbname,
                                user=self.settings.user, password=self.settings.password, connect_timeout=10)
 
-    def ensure_tables(self) -> None:
-        with self._connect() as connection:
-            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {identifier(self.schema)}")
-            for table in TABLES:
-                connection.execute(_create_table_sql(self.schema, table))
-            connection.execute(_crm_view_sql(self.schema))
+    @contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        with self._connect() as connection, connection.transaction():
+            yield _PsycopgTransaction(connection)
 
-    def publish(self, table: str, frame: DataFrame, *, run_date: dt.date, run_id: str,
-                record: RunRecord | None = None) -> str:
-        columns = [name for name, _ in TABLES[table][0]]
-        staging = _staging_name(table, run_id)
-        qualified_staging = f"{identifier(self.schema)}.{identifier(staging)}"
+    def _lock(self, tx: _Transaction, key: str) -> None:
+        # Transaction-scoped advisory lock: concurrent publishes of a table and date queue here, also
+        # across hosts, and the lock goes with the commit or rollback.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [key])
+
+    def _stage(self, frame: DataFrame, name: str) -> str:
         properties = {"driver": "org.postgresql.Driver", "user": self.settings.user}
         if self.settings.password:
             properties["password"] = self.settings.password
-        live = f"{identifier(self.schema)}.{identifier(table)}"
-        column_list = ", ".join(identifier(name) for name in columns)
-        key_order = ", ".join(identifier(name) for name in TABLES[table][1])
-        try:
-            # The staging table may be overwritten freely: nobody reads it. A Spark partition that fails
-            # here leaves a partial staging table, which the finally below drops.
-            frame.select(*columns).write.jdbc(self.settings.jdbc_url, f"{self.schema}.{staging}", mode="overwrite",
-                                              properties=properties)
-            with self._connect() as connection, connection.transaction():
-                # Serialize publishes of the same table and date (also across hosts).
-                connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self.schema}.{table}:{run_date}"])
-                connection.execute(f"DELETE FROM {live} WHERE run_date = %s", [run_date])
-                connection.execute(
-                    f"INSERT INTO {live} ({column_list}) SELECT {column_list} FROM {qualified_staging} "
-                    f"WHERE run_date = %s", [run_date])
-                rows = connection.execute(
-                    f"SELECT {column_list} FROM {live} WHERE run_date = %s ORDER BY {key_order}", [run_date]
-                ).fetchall()
-                content_hash = _content_hash(columns, rows)
-                if record is not None:
-                    runs = f"{identifier(self.schema)}.{identifier(AUDIENCE_RUNS)}"
-                    connection.execute(f"DELETE FROM {runs} WHERE run_date = %s AND run_id = %s",
-                                       [record.run_date, record.run_id])
-                    connection.execute(
-                        f"INSERT INTO {runs} VALUES (%s, %s, now(), %s, %s, %s, %s, %s)",
-                        [record.run_date, record.run_id, record.rows_total,
-                         json.dumps(record.rows_by_offer, sort_keys=True), content_hash,
-                         json.dumps(record.model_versions, sort_keys=True), record.status])
-        finally:
-            with self._connect() as connection:
-                connection.execute(f"DROP TABLE IF EXISTS {qualified_staging}")
-        log.info("published %d rows of %s for %s to PostgreSQL %s", len(rows), table, run_date, self.schema)
-        return content_hash
+        # The staging table may be overwritten freely: nobody reads it. A Spark partition that fails here
+        # leaves a partial staging table, which _drop_stage removes.
+        frame.write.jdbc(self.settings.jdbc_url, f"{self.schema}.{name}", mode="overwrite", properties=properties)
+        return self._qualified(name)
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """Run ``sql`` written with ``?`` placeholders, as for DuckDB."""
+    def _drop_stage(self, name: str) -> None:
         with self._connect() as connection:
-            return connection.execute(sql.replace("?", "%s"), list(params)).fetchall()
+            connection.execute(f"DROP TABLE IF EXISTS {self._qualified(name)}")
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
