@@ -90,7 +90,7 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
         ).cache()
         removed[f"ineligible:{offer.offer_id}"] = profiled - candidates.count()
         champion_model = mlflow.spark.load_model(champion.uri)
-        scored = model.score(champion_model, candidates, drivers=2)
+        scored = model.score(champion_model, candidates, drivers=2, base_rate=champion.metrics.get(model.BASE_RATE))
         described = audience.describe_drivers(_named(scored, data.products), champion_model.stages[0].getInputCols())
         described = described.withColumn("reason", audience.reason(offer))
         ranked_offers.append(audience.rank_offer(described, offer, margin=audience.offer_margin(data.products, offer),

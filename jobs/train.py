@@ -78,20 +78,22 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     pipeline = model.build_pipeline(feature_columns, algorithm=settings.model.algorithm,
                                     max_iter=settings.model.max_iter, reg_param=settings.model.reg_param)
     fitted = pipeline.fit(train)
-    scored = model.score(fitted, valid).cache()
+    base_rate = positives / rows
+    scored = model.score(fitted, valid, base_rate=base_rate).cache()
     metrics = model.evaluate(scored)
     rule_baseline = model.evaluate(scored.withColumn(model.SCORE, F.col("rule_lift")))
     current = tracking.champion(offer.model_name)
     champion_auc = None
     if current is not None:
         try:
-            champion_auc = model.evaluate(model.score(mlflow.spark.load_model(current.uri), valid))["roc_auc"]
+            champion_auc = model.evaluate(model.score(mlflow.spark.load_model(current.uri), valid,
+                                                      base_rate=current.metrics.get(model.BASE_RATE)))["roc_auc"]
         except Exception as error:  # a champion built on other feature columns cannot score this fold
             log.warning("%s: champion v%s cannot score the fold (%s); treated as absent", offer.offer_id,
                         current.version, error)
     train.unpersist()
     scored.unpersist()
-    return Fitted(offer, fitted, metrics, rule_baseline, champion_auc, rows, positives)
+    return Fitted(offer, fitted, {**metrics, model.BASE_RATE: base_rate}, rule_baseline, champion_auc, rows, positives)
 
 
 def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: str, experiment_id: str,

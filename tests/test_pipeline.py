@@ -166,3 +166,18 @@ def test_postgres_target_publishes_the_same_audience(world: tuple[Settings, str]
     assert rows[0][0] == rows[0][1] == len(audience(settings))
     view = target.query("SELECT DISTINCT cell FROM xsell_pipeline.crm_audience_current")
     assert view == [("treatment",)]
+
+
+def test_missing_consent_snapshot_blocks_the_publish(world: tuple[Settings, str], spark: SparkSession, tmp_path: Path) -> None:
+    settings, _ = world
+    before = audience(settings)
+    snapshots = settings.lake / "customers"
+    snapshots.rename(tmp_path / "customers")
+    try:
+        with pytest.raises(score_publish.runtime.PublishBlocked, match="no validated customers snapshot"):
+            score_publish.run(spark, settings, RUN_DATE, run_id="no-consent")
+    finally:
+        (tmp_path / "customers").rename(snapshots)
+    pd.testing.assert_frame_equal(before, audience(settings))
+    status = warehouse.open_warehouse(settings).query("SELECT status FROM main.audience_runs WHERE run_id = 'no-consent'")
+    assert status[0][0].startswith("blocked: input missing")

@@ -187,3 +187,18 @@ def test_category_diversity_keeps_one_offer_per_category(spark: SparkSession) ->
 def test_feature_names_read_as_reasons() -> None:
     assert audience.describe_feature("days_since__bike_care") == "time since the last bike care purchase"
     assert audience.describe_feature("rule_lift") == "strong basket rule"
+
+
+def test_scores_are_calibrated_back_to_the_base_rate(spark: SparkSession) -> None:
+    """Balanced weights train as if half the customers adopted; the prior correction brings the mean
+    score back to the real base rate, so expected values compare across offers."""
+    from xsell import model
+
+    rows = [(float(i % 10 == 0), float((i * 7919) % 101) / 100 + (0.4 if i % 10 == 0 else 0.0), f"C{i}")
+            for i in range(2000)]
+    frame = spark.createDataFrame(rows, "label DOUBLE, x DOUBLE, customer_id STRING")
+    fitted = model.build_pipeline(["x"], max_iter=30).fit(model.with_balanced_weights(frame))
+    raw = model.score(fitted, frame).agg(F.avg("score")).first()[0]
+    corrected = model.score(fitted, frame, base_rate=0.1).agg(F.avg("score")).first()[0]
+    assert raw > 0.3
+    assert corrected == pytest.approx(0.1, abs=0.02)

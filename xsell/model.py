@@ -12,10 +12,12 @@ from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import StandardScaler, VectorAssembler
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 LABEL, WEIGHT, SCORE = "label", "weight", "score"
+#: The training base rate, logged with every model: scoring corrects the balanced weights with it.
+BASE_RATE = "train_base_rate"
 
 
 def build_pipeline(feature_columns: Sequence[str], *, algorithm: str = "logistic_regression", max_iter: int = 50,
@@ -41,13 +43,25 @@ def with_balanced_weights(frame: DataFrame) -> DataFrame:
     return frame.withColumn(WEIGHT, weight)
 
 
-def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0) -> DataFrame:
-    """``frame`` with ``score``, the predicted probability of adoption.
+def prior_corrected(probability: Column, *, base_rate: float) -> Column:
+    """Undo the balanced class weights: a model fitted as if the base rate were 1/2 gets the odds of the
+    real ``base_rate`` back (prior correction, King & Zeng 2001), so that scores are probabilities that
+    compare across offers and multiply with a margin into an expected value."""
+    ratio = base_rate / (1.0 - base_rate)
+    return probability * ratio / (probability * ratio + (1.0 - probability))
+
+
+def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0, base_rate: float | None = None) -> DataFrame:
+    """``frame`` with ``score``, the predicted probability of adoption (prior-corrected to ``base_rate``,
+    the training base rate, when given).
 
     With ``drivers > 0`` and a linear model, also ``drivers``: the names of the features that pushed this
     customer's score up most (coefficient x standardized value), best first.
     """
-    predictions = model.transform(frame).withColumn(SCORE, vector_to_array("probability")[1])
+    probability = vector_to_array("probability")[1]
+    if base_rate is not None and 0.0 < base_rate < 1.0:
+        probability = prior_corrected(probability, base_rate=base_rate)
+    predictions = model.transform(frame).withColumn(SCORE, probability)
     classifier = model.stages[-1]
     if drivers and hasattr(classifier, "coefficients"):
         names = model.stages[0].getInputCols()
