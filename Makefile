@@ -10,6 +10,7 @@ DEMO_START ?= 2024-10-01
 DEMO_DATE ?= 2025-11-30
 DEMO_CUSTOMERS ?= 4000
 PG_JAR ?= /usr/share/java/postgresql.jar
+PG_HOST ?= 127.0.0.1
 
 export XSELL_HOME
 export PATH := $(BIN):$(PATH)
@@ -24,7 +25,7 @@ export AIRFLOW_CONN_XSELL_SPARK ?= {"conn_type": "spark", "host": "local[2]"}
 export GX_ANALYTICS_ENABLED := False
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: demo test java venv jdbc clean airflow-db
+.PHONY: demo demo-postgres test java venv jdbc clean airflow-db
 
 demo: java venv
 	@echo "==> [1/5] generating the demo landing zone ($(DEMO_CUSTOMERS) customers, $(DEMO_START)..$(DEMO_DATE)) in $(XSELL_HOME)"
@@ -37,6 +38,18 @@ demo: java venv
 	$(BIN)/python dags/xsell_nightly.py $(DEMO_DATE)
 	@echo "==> [5/5] results"
 	$(BIN)/xsell summary --run-date $(DEMO_DATE)
+	@if [ -f $(PG_JAR) ] && command -v pg_isready >/dev/null && pg_isready -q -h $(PG_HOST) -p 5432; then \
+	  $(MAKE) --no-print-directory demo-postgres; \
+	else echo "(no PostgreSQL at $(PG_HOST):5432 with the JDBC driver: the production target was not demonstrated)"; fi
+
+# The same audience, published to the production target: PostgreSQL database `xsell`, schema `xsell`.
+demo-postgres: java venv
+	@echo "==> publishing the $(DEMO_DATE) audience to PostgreSQL too ($(PG_HOST):5432, database xsell)"
+	@psql -h $(PG_HOST) -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'xsell'" | grep -q 1 || \
+	  psql -h $(PG_HOST) -U postgres -d postgres -qc "CREATE DATABASE xsell"
+	XSELL_ENV=postgres $(BIN)/python -m jobs.basket_rules --run-date $(DEMO_DATE) --run-id demo-postgres
+	XSELL_ENV=postgres $(BIN)/python -m jobs.score_publish --run-date $(DEMO_DATE) --run-id demo-postgres
+	XSELL_ENV=postgres $(BIN)/xsell summary --run-date $(DEMO_DATE)
 
 airflow-db:
 	@mkdir -p $(AIRFLOW_HOME)

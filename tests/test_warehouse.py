@@ -237,3 +237,15 @@ def test_blocked_attempt_is_recorded(target: warehouse.Warehouse) -> None:
                                               model_versions={}, attempt=2, status="blocked: stale consent"))
     rows = target.query(f"SELECT attempt, status, content_hash FROM {schema_of(target)}.audience_runs WHERE run_id = 'x'")
     assert rows == [(2, "blocked: stale consent", None)]
+
+
+def test_a_table_of_another_shape_is_refused_not_altered(settings: Settings) -> None:
+    import duckdb
+
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(settings.duckdb_path)) as db:
+        db.execute("CREATE TABLE main.audience_runs (run_date DATE, run_id VARCHAR, status VARCHAR)")
+    with pytest.raises(PublishBlocked, match=r"main\.audience_runs has columns \['run_date', 'run_id', 'status'\]"):
+        warehouse.open_warehouse(settings)
+    with duckdb.connect(str(settings.duckdb_path)) as db:
+        assert [c[0] for c in db.execute("DESCRIBE main.audience_runs").fetchall()] == ["run_date", "run_id", "status"]

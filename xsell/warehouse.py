@@ -159,10 +159,18 @@ class _SqlWarehouse:
         return f"{identifier(self.schema)}.{identifier(table)}"
 
     def ensure_tables(self) -> None:
+        """Create what is missing; refuse a live table whose columns are not the contract's (an older
+        xsell's table: there are no automatic migrations, and guessing one could lose data)."""
         with self._transaction() as tx:
             tx.execute(f"CREATE SCHEMA IF NOT EXISTS {identifier(self.schema)}")
             for table in TABLES:
                 tx.execute(_create_table_sql(self.schema, table))
+                found = [column[0] for column in tx.execute(f"SELECT * FROM {self._qualified(table)} LIMIT 0").description]
+                expected = [name for name, _ in TABLES[table][0]]
+                if found != expected:
+                    raise PublishBlocked(
+                        f"warehouse table {self.schema}.{table} has columns {found}, this xsell expects {expected}: "
+                        f"migrate it (or, for a local demo, `make clean`)")
             tx.execute(_crm_view_sql(self.schema))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
