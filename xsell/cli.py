@@ -51,7 +51,7 @@ def _summary(args: argparse.Namespace) -> None:
     target = warehouse.open_warehouse(settings)
     schema = warehouse.identifier(settings.warehouse.schema_name)
     rows = target.query(
-        f"SELECT offer_id, cell, count(*), round(avg(score), 4) FROM {schema}.{warehouse.identifier(warehouse.AUDIENCES)} "
+        f"SELECT offer_id, cell, count(*), avg(score) FROM {schema}.{warehouse.identifier(warehouse.AUDIENCES)} "
         "WHERE run_date = ? GROUP BY offer_id, cell ORDER BY offer_id, cell",
         [args.run_date])
     rules = target.query(
@@ -60,7 +60,7 @@ def _summary(args: argparse.Namespace) -> None:
     where = settings.duckdb_path if settings.warehouse.target == "duckdb" else settings.warehouse.postgres.jdbc_url
     print(f"audiences for {args.run_date} in {where}:")
     for offer_id, cell, count, mean_score in rows:
-        print(f"  {offer_id:32s} {cell:9s} {count:6d} customers, mean score {mean_score}")
+        print(f"  {offer_id:32s} {cell:9s} {count:6d} customers, mean score {mean_score:.4f}")
     print(f"basket_rules for {args.run_date}: {rules} rules")
     print(f"MLflow store: {settings.mlflow_tracking_uri}   (mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
 
