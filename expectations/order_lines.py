@@ -3,13 +3,17 @@
 Outcomes, in the order they are checked (a row takes the first that applies):
 - exact duplicate lines (a file delivered twice, a line written twice): one copy kept, the others
   excluded by design as ``duplicate`` (done by the validator for every table);
-- lines of products listed in ``excluded_products`` (postage, fees): excluded by design;
+- lines of products listed in ``excluded_products`` or matching ``excluded_product_pattern`` (postage,
+  fees, manual adjustments such as a bad-debt adjustment line): excluded by design;
 - missing required values, unknown currency / channel / status, a zero quantity, a negative quantity on a
   completed line, a non-positive price, a product missing from the catalogue, a timestamp outside the
   day's data interval, a second, different line with the same (order id, line number) (the
   validator's key rule): quarantined.
 A missing customer id is not an error: it is a guest checkout, kept for baskets and left out of
-customer-level models.
+customer-level models; but a day whose share of guest lines exceeds ``max_guest_rate`` stops the run (a
+tracking outage looks exactly like that). Cancelled and returned lines are valid (with a negative or
+positive quantity): they are netted against the sales they cancel when baskets are built
+(:func:`xsell.baskets.net_sales`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import great_expectations as gx
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from expectations.rules import Exclusion, RowRule, TableSuite, between, in_set, not_null
@@ -27,10 +32,14 @@ REQUIRED = ("order_id", "line_number", "order_ts", "product_id", "quantity", "un
 KEY = ("order_id", "line_number")
 
 
-def suite(*, currencies: Sequence[str], catalogue_ids: Sequence[str], excluded_products: Sequence[str] = (),
-          min_rows: int = 1) -> TableSuite:
-    """The order-line suite for a catalogue (the product ids known on the run date)."""
-    known = sorted(catalogue_ids)
+#: Set by the validator from a join with the catalogue snapshot: a join rather than an ``isin`` list, which
+#: would put a large catalogue's every id into the query plan.
+IN_CATALOGUE = "_in_catalogue"
+
+
+def suite(*, currencies: Sequence[str], excluded_products: Sequence[str] = (),
+          excluded_product_pattern: str | None = None, min_rows: int = 1) -> TableSuite:
+    """The order-line suite; the catalogue check reads the ``IN_CATALOGUE`` flag set by the validator."""
     rules = [not_null(column) for column in REQUIRED]
     rules += [
         in_set("currency", currencies),
@@ -49,8 +58,7 @@ def suite(*, currencies: Sequence[str], catalogue_ids: Sequence[str], excluded_p
             rule_id="known:product_id",
             column="product_id",
             reason="product_id is not in the catalogue",
-            violated=lambda: F.col("product_id").isNotNull() & ~F.col("product_id").isin(known),
-            expectation=lambda: gx.expectations.ExpectColumnValuesToBeInSet(column="product_id", value_set=known),
+            violated=lambda: F.col("product_id").isNotNull() & ~F.col(IN_CATALOGUE),
         ),
         RowRule(
             rule_id="interval:order_ts",
@@ -60,11 +68,17 @@ def suite(*, currencies: Sequence[str], catalogue_ids: Sequence[str], excluded_p
         ),
     ]
     exclusions = []
-    if excluded_products:
+    if excluded_products or excluded_product_pattern:
         excluded = sorted(excluded_products)
-        exclusions.append(
-            Exclusion("non_product", "non-product code (fee, postage)", lambda: F.col("product_id").isin(excluded))
-        )
+
+        def non_product() -> Column:
+            listed = F.col("product_id").isin(excluded) if excluded else F.lit(False)
+            if excluded_product_pattern:
+                # Anchored: the pattern must match the whole code, as the configuration documents.
+                listed = listed | F.col("product_id").rlike(f"^(?:{excluded_product_pattern})$")
+            return F.coalesce(listed, F.lit(False))
+
+        exclusions.append(Exclusion("non_product", "non-product code (fee, postage)", non_product))
     return TableSuite(
         table=schemas.ORDER_LINES,
         columns=tuple(schemas.column_names(schemas.ORDER_LINES_DDL)),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import great_expectations as gx
 from great_expectations.expectations import Expectation
+from great_expectations.render.renderer.site_builder import DefaultSiteIndexBuilder
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
@@ -105,3 +106,15 @@ class TableSuite:
             if rule.expectation is not None:
                 suite.add_expectation(rule.expectation())
         return suite
+
+
+class KeepEarlierRunsIndexBuilder(DefaultSiteIndexBuilder):
+    """GX's index builder, but it keeps the pages of earlier runs.
+
+    Each validation runs in its own ephemeral context, which knows only its own result; GX's builder
+    deletes every page its context does not know (``skip_and_clean_missing``, not configurable), so
+    without this the Data Docs would only ever show the last table validated.
+    """
+
+    def build(self, skip_and_clean_missing: bool = True, build_index: bool = True):  # type: ignore[no-untyped-def]
+        return super().build(skip_and_clean_missing=False, build_index=build_index)

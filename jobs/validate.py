@@ -4,8 +4,10 @@ Reads the products and customers snapshots of the run date (the newest on or bef
 lines of the run date (or of every landed day from ``--since`` up to the run date, for a backfill),
 quarantines bad rows with their rule, and writes ``lake/{products,customers,order_lines,quarantine,
 validation_runs}`` partitioned by date. A critical problem (schema, unparsable values, an empty run date,
-the quarantine-rate gate, conservation, a failed GX expectation) stops the job before anything is
-written, with a message naming the file, the column and the rule.
+conservation, the quarantine-rate and guest-rate gates, the day-over-day volume check, a failed GX
+expectation) stops the job before anything is written, with a message naming the file, the column and
+the rule. Each table's GX result is rendered as Data Docs (``<home>/data_docs``), and every run, also
+one that stops, leaves one row per table and day in the warehouse table ``validation_runs``.
 
     python -m jobs.validate --run-date 2025-11-30 [--since 2024-10-01] [--env postgres]
 """
@@ -15,7 +17,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import json
 import sys
+from dataclasses import dataclass, field
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -24,25 +29,77 @@ from expectations import customers as customer_suite
 from expectations import order_lines as order_suite
 from expectations import products as product_suite
 from expectations.rules import TableSuite
-from xsell import lake, runtime, schemas, validation
+from xsell import lake, runtime, schemas, validation, warehouse
 from xsell.config import Settings
 from xsell.spark import session
 
 log = logging.getLogger("xsell.validate")
 
 
+@dataclass
+class _Report:
+    """What a run has learned so far, so that a run that stops can still say what it saw."""
+
+    run_date: dt.date
+    run_id: str
+    summaries: list[validation.DaySummary] = field(default_factory=list)
+    pages: dict[str, str] = field(default_factory=dict)
+    table: str = ""
+
+    def rows(self, *, error: validation.DataQualityError | None) -> list[dict[str, Any]]:
+        status = "passed" if error is None else "failed"
+        rows = [self._row(day.table_name, day.date, status, error, day) for day in self.summaries]
+        if error is not None and not any(day.table_name == self.table for day in self.summaries):
+            rows.append(self._row(self.table, self.run_date, status, error, None))  # stopped before counting
+        return rows
+
+    def _row(self, table: str, date: dt.date, status: str, error: validation.DataQualityError | None,
+             day: validation.DaySummary | None) -> dict[str, Any]:
+        counts: dict[str, Any] = dict.fromkeys(
+            ("rows_in", "rows_valid", "rows_quarantined", "rows_excluded", "rows_guest", "quarantined_by_rule",
+             "excluded_by_reason", "quarantine_rate", "volume_ratio"))
+        if day is not None:
+            counts.update(rows_in=day.rows_in, rows_valid=day.rows_valid, rows_quarantined=day.rows_quarantined,
+                          rows_excluded=day.rows_excluded, rows_guest=day.rows_guest,
+                          quarantined_by_rule=json.dumps(day.by_rule, sort_keys=True),
+                          excluded_by_reason=json.dumps(day.excluded_by_reason, sort_keys=True),
+                          quarantine_rate=day.quarantine_rate, volume_ratio=day.volume_ratio)
+        return {"run_date": self.run_date, "table_name": table, "data_date": date, "run_id": self.run_id,
+                "status": status, **counts, "gate_passed": error is None,
+                "failed_rule": None if error is None else error.rule,
+                "message": None if error is None else str(error), "data_docs": self.pages.get(table)}
+
+
 def _validate(spark: SparkSession, settings: Settings, days: list[validation.LandingDay], suite: TableSuite,
-              ddl: str, *, run_id: str) -> tuple[DataFrame, DataFrame, list[validation.DaySummary]]:
+              ddl: str, report: _Report, *, catalogue: DataFrame | None = None,
+              history: dict[dt.date, int] | None = None) -> tuple[DataFrame, DataFrame]:
+    """Check, parse, route, count and gate one table's days; returns the rows kept and the quarantine."""
+    report.table = suite.table
+    rules = settings.validation
     validation.check_columns(days, suite.columns)
     raw = validation.read_raw(spark, days, suite.columns).cache()
     parsed = validation.parse(raw, ddl)
     validation.check_parsable(parsed, ddl)
+    if catalogue is not None:
+        parsed = validation.flag_known(parsed, catalogue, column="product_id", flag=order_suite.IN_CATALOGUE)
     routed = validation.route(parsed, suite).cache()
-    summaries = validation.summarize(raw, routed, table=suite.table)
-    validation.check_gates(summaries, max_quarantine_rate=settings.validation.max_quarantine_rate)
+    is_orders = suite.table == schemas.ORDER_LINES
+    summaries = validation.summarize(raw, routed, table=suite.table, dates=[day.date for day in days],
+                                     guest_column="customer_id" if is_orders else None)
+    if history is not None:
+        summaries = validation.with_volume(summaries, history, trailing_days=rules.volume.trailing_days,
+                                           min_history_days=rules.volume.min_history_days)
+    report.summaries += summaries
+    validation.check_gates(summaries, min_rows=suite.min_rows, max_quarantine_rate=rules.max_quarantine_rate,
+                           max_guest_rate=rules.max_guest_rate if is_orders else None)
+    validation.check_volume(summaries, min_ratio=rules.volume.min_ratio, max_ratio=rules.volume.max_ratio)
     kept = validation.kept_rows(routed, suite).cache()
-    validation.run_suite(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}")
-    return kept, validation.quarantine_rows(routed, suite, run_id=run_id), summaries
+    page = validation.run_suite(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}",
+                                docs=settings.data_docs if rules.data_docs else None,
+                                run_name=f"{report.run_date.isoformat()}_{report.run_id}")
+    if page is not None:
+        report.pages[suite.table] = str(page)
+    return kept, validation.quarantine_rows(routed, suite, run_id=report.run_id)
 
 
 def _order_days(settings: Settings, run_date: dt.date, since: dt.date | None) -> list[validation.LandingDay]:
@@ -58,32 +115,61 @@ def _order_days(settings: Settings, run_date: dt.date, since: dt.date | None) ->
     return [day for day in (*days, today) if day.files]
 
 
+def _volume_history(spark: SparkSession, settings: Settings, before: dt.date) -> dict[dt.date, int]:
+    """Raw order-line counts of days validated earlier, from the lake's ``validation_runs``."""
+    if not lake.exists(settings.lake, lake.VALIDATION_RUNS):
+        return {}
+    start = before - dt.timedelta(days=settings.validation.volume.trailing_days)
+    rows = (lake.read(spark, settings.lake, lake.VALIDATION_RUNS)
+            .filter((F.col("table_name") == schemas.ORDER_LINES) & (F.col("date") >= F.lit(start))
+                    & (F.col("date") < F.lit(before)))
+            .select("date", "rows_in").collect())
+    return {row["date"]: row["rows_in"] for row in rows}
+
+
 def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str,
         since: dt.date | None = None) -> list[validation.DaySummary]:
-    """Validate and write; returns the per-table, per-day summaries."""
-    order_days = _order_days(settings, run_date, since)  # first: an empty run date needs no Spark to fail
-    product_day = validation.latest_snapshot(settings.landing, schemas.PRODUCTS, run_date)
-    customer_day = validation.latest_snapshot(settings.landing, schemas.CUSTOMERS, run_date)
-    products, product_quarantine, product_summary = _validate(
-        spark, settings, [product_day], product_suite.suite(), schemas.PRODUCTS_DDL, run_id=run_id)
-    customers, customer_quarantine, customer_summary = _validate(
-        spark, settings, [customer_day], customer_suite.suite(), schemas.CUSTOMERS_DDL, run_id=run_id)
+    """Validate and write; returns the per-table, per-day summaries.
 
-    catalogue_ids = [row.product_id for row in products.select("product_id").collect()]
-    suite = order_suite.suite(currencies=settings.validation.currencies, catalogue_ids=catalogue_ids,
-                              excluded_products=settings.validation.excluded_products,
-                              min_rows=settings.validation.min_rows)
-    summaries = product_summary + customer_summary
+    Every run, also one that stops, records its per-table, per-day outcome in the warehouse table
+    ``validation_runs``.
+    """
+    report = _Report(run_date=run_date, run_id=run_id, table=schemas.ORDER_LINES)
+    try:
+        summaries = _run(spark, settings, run_date, report, since=since)
+    except validation.DataQualityError as error:
+        _record(settings, report.rows(error=error))
+        raise
+    _record(settings, report.rows(error=None))
+    return summaries
+
+
+def _record(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    try:
+        warehouse.open_warehouse(settings).record_validation(rows)
+    except Exception:  # the validation's own outcome matters more than its record: log and go on
+        log.exception("could not record the validation outcome in the warehouse")
+
+
+def _run(spark: SparkSession, settings: Settings, run_date: dt.date, report: _Report, *,
+         since: dt.date | None) -> list[validation.DaySummary]:
+    order_days = _order_days(settings, run_date, since)  # first: an empty run date needs no Spark to fail
+    report.table = schemas.PRODUCTS
+    product_day = validation.latest_snapshot(settings.landing, schemas.PRODUCTS, run_date)
+    products, product_quarantine = _validate(spark, settings, [product_day], product_suite.suite(),
+                                             schemas.PRODUCTS_DDL, report)
+    report.table = schemas.CUSTOMERS
+    customer_day = validation.latest_snapshot(settings.landing, schemas.CUSTOMERS, run_date)
+    customers, customer_quarantine = _validate(spark, settings, [customer_day], customer_suite.suite(),
+                                               schemas.CUSTOMERS_DDL, report)
+
+    rules = settings.validation
+    suite = order_suite.suite(currencies=rules.currencies, excluded_products=rules.excluded_products,
+                              excluded_product_pattern=rules.excluded_product_pattern, min_rows=rules.min_rows)
     if order_days:
-        orders, order_quarantine, order_summary = _validate(
-            spark, settings, order_days, suite, schemas.ORDER_LINES_DDL, run_id=run_id)
-        today = [day for day in order_summary if day.date == run_date]
-        if today and today[0].rows_in < settings.validation.min_rows:
-            raise validation.DataQualityError(
-                f"order_lines {run_date}: {today[0].rows_in} rows, fewer than {settings.validation.min_rows} "
-                f"(rule: min_rows)"
-            )
-        summaries += order_summary
+        history = _volume_history(spark, settings, order_days[0].date)
+        orders, order_quarantine = _validate(spark, settings, order_days, suite, schemas.ORDER_LINES_DDL, report,
+                                             catalogue=products.select("product_id"), history=history)
     else:
         log.warning("no order lines landed for %s (a closed weekday)", run_date)
 
@@ -95,13 +181,13 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
         lake.write_partitions(orders, settings.lake, lake.VALID_ORDER_LINES)
         quarantine = quarantine.unionByName(order_quarantine)
     lake.write_partitions(quarantine, settings.lake, lake.QUARANTINE, partition_by=("table_name", "date"))
-    summary = validation.summary_frame(spark, summaries, run_id=run_id, gate_passed=True)
+    summary = validation.summary_frame(spark, report.summaries, run_id=report.run_id, gate_passed=True)
     lake.write_partitions(summary, settings.lake, lake.VALIDATION_RUNS, partition_by=("table_name", "date"))
-    for day in summaries:
-        log.info("%s %s: in %d, valid %d, quarantined %d %s, excluded %d %s", day.table_name, day.date,
-                 day.rows_in, day.rows_valid, day.rows_quarantined, day.by_rule or "", day.rows_excluded,
-                 day.excluded_by_reason or "")
-    return summaries
+    for day in report.summaries:
+        log.info("%s %s: in %d, valid %d (guests %d), quarantined %d %s, excluded %d %s", day.table_name, day.date,
+                 day.rows_in, day.rows_valid, day.rows_guest, day.rows_quarantined, day.by_rule or "",
+                 day.rows_excluded, day.excluded_by_reason or "")
+    return report.summaries
 
 
 def main(argv: list[str] | None = None) -> None:

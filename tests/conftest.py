@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from xsell.config import Settings, load_settings
 
 #: CI sets this so that tests needing PostgreSQL or the shared datasets fail instead of skipping.
 REQUIRE_ALL = os.environ.get("XSELL_REQUIRE_ALL") == "1"
+# Python UDF workers must run this interpreter (with this environment's packages), as `make` arranges.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def skip_or_fail(reason: str) -> None:

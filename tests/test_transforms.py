@@ -48,6 +48,28 @@ def test_baskets_deduplicate_items_and_drop_cancelled_orders(spark: SparkSession
     assertDataFrameEqual(result, spark.createDataFrame([("O1", ["P1", "P3"])], "order_id STRING, items ARRAY<STRING>"))
 
 
+def test_a_fully_cancelled_order_yields_no_basket(spark: SparkSession) -> None:
+    # Online Retail style: the cancellation is an order of its own (C-invoice) a day later.
+    frame = lines(spark, [("O1", "C1", 0, "P1", 2, "completed"), ("O1", "C1", 0, "P3", 1, "completed"),
+                          ("C9", "C1", 1, "P1", -2, "cancelled"), ("C9", "C1", 1, "P3", -1, "cancelled"),
+                          ("O2", "C1", 2, "P4", 1, "completed")])
+    result = baskets.build_baskets(frame, max_items=10).select("order_id", "items")
+    assertDataFrameEqual(result, spark.createDataFrame([("O2", ["P4"])], "order_id STRING, items ARRAY<STRING>"))
+
+
+def test_cancellations_take_back_the_latest_earlier_sales_first(spark: SparkSession) -> None:
+    frame = lines(spark, [("O1", "C1", 0, "P1", 3, "completed"), ("O2", "C1", 1, "P1", 2, "completed"),
+                          ("O2", "C1", 1, "P3", 1, "completed"),
+                          ("R1", "C1", 2, "P1", -3, "returned"),  # all of O2's P1 and one of O1's
+                          ("R2", "C1", 2, "P4", -1, "returned"),  # nothing earlier to take back
+                          ("R3", "C2", 2, "P1", -5, "cancelled"),  # another customer's: does not touch C1
+                          ("O3", "C1", 3, "P1", 1, "completed")])  # after the return: untouched
+    result = baskets.net_sales(frame).select("order_id", "product_id", "quantity")
+    expected = spark.createDataFrame([("O1", "P1", 2), ("O2", "P3", 1), ("O3", "P1", 1)],
+                                     "order_id STRING, product_id STRING, quantity INT")
+    assertDataFrameEqual(result, expected)
+
+
 def test_giant_baskets_are_left_out(spark: SparkSession) -> None:
     frame = lines(spark, [("O1", "C1", 0, p, 1, "completed") for p in ("P1", "P2", "P3")] + [("O2", "C1", 0, "P4", 1, "completed")])
     assert [r.order_id for r in baskets.build_baskets(frame, max_items=2).collect()] == ["O2"]

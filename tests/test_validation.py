@@ -22,7 +22,7 @@ DAY = dt.date(2025, 3, 3)
 
 def lenient(settings: Settings) -> Settings:
     """Settings whose quarantine gate lets a tiny, very dirty day through."""
-    return settings.model_copy(update={"validation": settings.validation.model_copy(update={"max_quarantine_rate": 0.9})})
+    return settings.model_copy(update={"validation": settings.validation.model_copy(update={"max_quarantine_rate": 0.9, "max_guest_rate": 1.0})})
 
 
 def dirty_day() -> list[tuple]:
@@ -131,7 +131,7 @@ def test_quarantine_rate_gate_stops(spark: SparkSession, settings: Settings) -> 
 
 
 def test_suite_passes_a_good_frame_and_fails_a_bad_one(spark: SparkSession) -> None:
-    suite = order_suite.suite(currencies=["GBP"], catalogue_ids=["P1"])
+    suite = order_suite.suite(currencies=["GBP"])
     good = spark.createDataFrame([order_line("O1", 1, "C1", DAY, "P1")], ",".join(
         f"{c} STRING" for c in ORDER_COLUMNS))
     typed = good.select(*[F.col(c).cast(t) for c, t in zip(ORDER_COLUMNS, [
@@ -143,7 +143,7 @@ def test_suite_passes_a_good_frame_and_fails_a_bad_one(spark: SparkSession) -> N
 
 
 def test_empty_frame_fails_the_suite(spark: SparkSession) -> None:
-    suite = order_suite.suite(currencies=["GBP"], catalogue_ids=["P1"])
+    suite = order_suite.suite(currencies=["GBP"])
     empty = spark.createDataFrame([], ",".join(f"{c} STRING" for c in ORDER_COLUMNS)).withColumn("date", F.lit(DAY))
     with pytest.raises(validation.DataQualityError, match="expect_table_row_count_to_be_between"):
         validation.run_suite(empty, suite, what="empty")

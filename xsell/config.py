@@ -36,12 +36,35 @@ class SparkSettings(_Section):
     conf: dict[str, str] = {}
 
 
+class VolumeSettings(_Section):
+    """The day-over-day volume check: a day's raw order lines against the trailing average."""
+
+    trailing_days: int = Field(28, ge=1)
+    min_history_days: int = Field(5, ge=1)
+    min_ratio: float = Field(0.25, ge=0)
+    max_ratio: float = Field(4.0, gt=0)
+
+
 class ValidationSettings(_Section):
     currencies: tuple[str, ...] = ("GBP", "EUR", "USD")
     max_quarantine_rate: float = Field(0.05, ge=0, le=1)
     min_rows: int = Field(1, ge=1)
     closed_weekdays: tuple[int, ...] = ()
     excluded_products: tuple[str, ...] = ()
+    excluded_product_pattern: str | None = None
+    max_guest_rate: float = Field(0.2, ge=0, le=1)
+    volume: VolumeSettings = VolumeSettings()
+    data_docs: bool = True
+
+    @field_validator("excluded_product_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"not a regular expression: {error}") from None
+        return value
 
 
 class RuleSettings(_Section):
@@ -142,6 +165,10 @@ class Settings(_Section):
     @property
     def truth(self) -> Path:
         return self.home / "truth"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.home / "data_docs"
 
     @property
     def duckdb_path(self) -> Path:

@@ -113,6 +113,32 @@ AUDIENCE_RUNS_COLUMNS = (
     ("status", "VARCHAR"),
 )
 
+#: One row per table, data day and validation run, for people: passed or failed, and why. Written by
+#: every validation, also by one that stops (then ``status`` is ``failed`` and ``failed_rule`` and
+#: ``message`` say why; counts are empty when the run stopped before counting).
+VALIDATION_RUNS_COLUMNS = (
+    ("run_date", "DATE"),
+    ("table_name", "VARCHAR"),
+    ("data_date", "DATE"),
+    ("run_id", "VARCHAR"),
+    ("validated_at", "TIMESTAMP WITH TIME ZONE"),
+    ("status", "VARCHAR"),
+    ("rows_in", "BIGINT"),
+    ("rows_valid", "BIGINT"),
+    ("rows_quarantined", "BIGINT"),
+    ("rows_excluded", "BIGINT"),
+    ("rows_guest", "BIGINT"),
+    ("quarantined_by_rule", "VARCHAR"),
+    ("excluded_by_reason", "VARCHAR"),
+    ("quarantine_rate", "DOUBLE PRECISION"),
+    ("volume_ratio", "DOUBLE PRECISION"),
+    ("gate_passed", "BOOLEAN"),
+    ("failed_rule", "VARCHAR"),
+    ("message", "VARCHAR"),
+    ("data_docs", "VARCHAR"),
+)
+VALIDATION_RUNS_KEY = ("table_name", "data_date", "run_id")
+
 
 _TYPES: dict[str, DataType] = {
     "STRING": StringType(), "INT": IntegerType(), "BIGINT": LongType(), "DOUBLE": DoubleType(),

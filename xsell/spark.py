@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -34,6 +35,8 @@ def session(settings: Settings, app_name: str) -> SparkSession:
     for key, value in settings.spark.conf.items():
         builder = builder.config(key, value)
     if _SUBMITTED not in os.environ:
+        # Python workers (pandas UDFs) run this interpreter unless told otherwise: it has the packages.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (
             builder.master(settings.spark.master)
             .config("spark.driver.memory", settings.spark.driver_memory)

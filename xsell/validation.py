@@ -12,8 +12,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -31,7 +32,15 @@ PARQUET_SUFFIXES = (".parquet",)
 
 
 class DataQualityError(RuntimeError):
-    """A critical data problem: the run stops and nothing downstream is published."""
+    """A critical data problem: the run stops and nothing downstream is published.
+
+    Every message ends with ``(rule: <rule id>...)``; :attr:`rule` gives the id.
+    """
+
+    @property
+    def rule(self) -> str:
+        found = re.search(r"\(rule: ([^;)]+)", str(self))
+        return found.group(1) if found else "unknown"
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,19 @@ def check_parsable(parsed: DataFrame, ddl: str) -> None:
 
 
 # --- routing ----------------------------------------------------------------------------------------
+def flag_known(parsed: DataFrame, known: DataFrame, *, column: str, flag: str) -> DataFrame:
+    """``flag`` is true where ``column`` is one of the values of ``known`` (a one-column frame).
+
+    A broadcast join: a large catalogue as an ``isin`` list would put every id into the query plan.
+    """
+    ids = known.select(F.col(column).alias("_known_id")).distinct().withColumn(flag, F.lit(True))
+    return (
+        parsed.join(F.broadcast(ids), parsed[column] == F.col("_known_id"), how="left")
+        .withColumn(flag, F.coalesce(F.col(flag), F.lit(False)))
+        .drop("_known_id")
+    )
+
+
 def route(parsed: DataFrame, suite: TableSuite) -> DataFrame:
     """Give every row its outcome, rule id and reason; the first rule that applies wins.
 
@@ -239,20 +261,36 @@ class DaySummary:
     rows_excluded: int
     by_rule: dict[str, int]
     excluded_by_reason: dict[str, int]
+    #: Valid rows without a customer id (guest checkouts); 0 for tables without customers.
+    rows_guest: int = 0
+    #: Raw rows against the trailing average of earlier days (None: not enough history, or a snapshot).
+    volume_ratio: float | None = None
 
     @property
     def quarantine_rate(self) -> float:
         return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
 
     @property
+    def guest_rate(self) -> float:
+        return self.rows_guest / self.rows_valid if self.rows_valid else 0.0
+
+    @property
     def conserved(self) -> bool:
         return self.rows_in == self.rows_valid + self.rows_quarantined + self.rows_excluded
 
 
-def summarize(raw: DataFrame, routed: DataFrame, *, table: str) -> list[DaySummary]:
-    """Per-day counts; ``rows_in`` is counted on the raw read, independently of the routing."""
-    rows_in = {row["date"]: row["n"] for row in raw.groupBy("date").agg(F.count("*").alias("n")).collect()}
-    outcomes = routed.groupBy("date", "outcome", "rule_id").agg(F.count("*").alias("n")).collect()
+def summarize(raw: DataFrame, routed: DataFrame, *, table: str, dates: Sequence[dt.date],
+              guest_column: str | None = None) -> list[DaySummary]:
+    """Per-day counts for each of ``dates`` (a day without rows counts zero); ``rows_in`` is counted on
+    the raw read, independently of the routing.
+
+    With ``guest_column``, valid rows where it is null are counted as guests.
+    """
+    rows_in = dict.fromkeys(dates, 0)
+    rows_in |= {row["date"]: row["n"] for row in raw.groupBy("date").agg(F.count("*").alias("n")).collect()}
+    guest = F.lit(False) if guest_column is None else (F.col("outcome") == VALID) & F.col(guest_column).isNull()
+    outcomes = (routed.groupBy("date", "outcome", "rule_id")
+                .agg(F.count("*").alias("n"), F.sum(guest.cast("long")).alias("guests")).collect())
     summaries = []
     for date in sorted(rows_in):
         day = [row for row in outcomes if row["date"] == date]
@@ -263,14 +301,19 @@ def summarize(raw: DataFrame, routed: DataFrame, *, table: str) -> list[DaySumma
                 rows_quarantined=total[QUARANTINED], rows_excluded=total[EXCLUDED],
                 by_rule={row["rule_id"]: row["n"] for row in day if row["outcome"] == QUARANTINED},
                 excluded_by_reason={row["rule_id"]: row["n"] for row in day if row["outcome"] == EXCLUDED},
+                rows_guest=sum(row["guests"] or 0 for row in day),
             )
         )
     return summaries
 
 
-def check_gates(summaries: Sequence[DaySummary], *, max_quarantine_rate: float) -> None:
-    """Conservation and the quarantine-rate gate (critical)."""
+def check_gates(summaries: Sequence[DaySummary], *, min_rows: int, max_quarantine_rate: float,
+                max_guest_rate: float | None = None) -> None:
+    """The minimum row count, conservation, the quarantine-rate gate and the guest-rate gate (critical)."""
     for day in summaries:
+        if day.rows_in < min_rows:
+            raise DataQualityError(
+                f"{day.table_name} {day.date}: {day.rows_in} rows, fewer than {min_rows} (rule: min_rows)")
         if not day.conserved:
             raise DataQualityError(
                 f"{day.table_name} {day.date}: {day.rows_in} raw rows but {day.rows_valid} valid + "
@@ -282,6 +325,37 @@ def check_gates(summaries: Sequence[DaySummary], *, max_quarantine_rate: float) 
                 f"{day.table_name} {day.date}: {day.quarantine_rate:.1%} of rows quarantined, above the "
                 f"{max_quarantine_rate:.1%} gate; most often {worst[0]} ({worst[1]} rows) "
                 f"(rule: quarantine_rate)"
+            )
+        if max_guest_rate is not None and day.guest_rate > max_guest_rate:
+            raise DataQualityError(
+                f"{day.table_name} {day.date}: {day.guest_rate:.1%} of valid rows have no customer_id, above "
+                f"the {max_guest_rate:.1%} gate (rule: guest_rate:customer_id)"
+            )
+
+
+def with_volume(summaries: Sequence[DaySummary], history: dict[dt.date, int], *, trailing_days: int,
+                min_history_days: int) -> list[DaySummary]:
+    """Each day's raw rows against the average of the (at most ``trailing_days``) days before it.
+
+    ``history`` holds raw row counts of days validated earlier; the days of ``summaries`` count too, so
+    that a backfill checks each day against the days before it in the same run.
+    """
+    counts = dict(history) | {day.date: day.rows_in for day in summaries}
+    checked = []
+    for day in summaries:
+        window = [counts[date] for date in counts if day.date - dt.timedelta(days=trailing_days) <= date < day.date]
+        ratio = day.rows_in / (sum(window) / len(window)) if len(window) >= min_history_days else None
+        checked.append(replace(day, volume_ratio=ratio))
+    return checked
+
+
+def check_volume(summaries: Sequence[DaySummary], *, min_ratio: float, max_ratio: float) -> None:
+    """A day far below or above its trailing average is a partial or doubled delivery (critical)."""
+    for day in summaries:
+        if day.volume_ratio is not None and not min_ratio <= day.volume_ratio <= max_ratio:
+            raise DataQualityError(
+                f"{day.table_name} {day.date}: {day.rows_in} raw rows, {day.volume_ratio:.2f}x the trailing "
+                f"average, outside [{min_ratio}, {max_ratio}] (rule: volume:day_over_day)"
             )
 
 
@@ -295,22 +369,47 @@ def summary_frame(spark: SparkSession, summaries: Sequence[DaySummary], *, run_i
 
 
 # --- Great Expectations -----------------------------------------------------------------------------
-def run_suite(kept: DataFrame, suite: TableSuite, *, what: str) -> None:
+#: GX's result format: SUMMARY gives the counts and a few unexpected values that the Data Docs show;
+#: on a failure the counts name what went wrong.
+RESULT_FORMAT = "SUMMARY"
+
+
+def run_suite(kept: DataFrame, suite: TableSuite, *, what: str, docs: Path | None = None,
+              run_name: str = "xsell") -> Path | None:
     """Run the GX suite on the rows kept; any failed expectation is critical.
 
-    GX never raises on a failed validation, so ``success`` is checked here.
+    With ``docs``, the validation result is rendered into a Data Docs site there (HTML) and the page's
+    path is returned. GX never raises on a failed validation, so ``success`` is checked here.
     """
     import great_expectations as gx  # imported here: it is slow to import and only validation needs it
+    from great_expectations.core.run_identifier import RunIdentifier
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
-    asset = context.data_sources.add_spark(name="xsell").add_dataframe_asset(name=suite.table)
-    batch = asset.add_batch_definition_whole_dataframe("kept").get_batch(
-        batch_parameters={"dataframe": kept.drop("date")}
-    )
-    result = batch.validate(suite.expectation_suite())
-    if result.success:
-        return
+    actions = []
+    if docs is not None:
+        context.add_data_docs_site("xsell", {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)},
+            "site_index_builder": {"class_name": "KeepEarlierRunsIndexBuilder", "module_name": "expectations.rules"},
+        })
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["xsell"]))
+    batch_definition = (context.data_sources.add_spark(name="xsell").add_dataframe_asset(name=suite.table)
+                        .add_batch_definition_whole_dataframe("kept"))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(
+        name=suite.table, data=batch_definition, suite=context.suites.add(suite.expectation_suite())))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{suite.table}_kept", validation_definitions=[definition], actions=actions,
+        result_format={"result_format": RESULT_FORMAT}))
+    outcome = checkpoint.run(batch_parameters={"dataframe": kept.drop("date")},
+                             run_id=RunIdentifier(run_name=run_name))
+    page = None
+    if docs is not None:
+        pages = sorted((docs / "validations").glob(f"{suite.table}_kept/{run_name}/**/*.html"))
+        page = pages[-1] if pages else None
+    if outcome.success:
+        return page
+    result = next(iter(outcome.run_results.values()))
     failed = [item for item in result.results if not item.success]
     # Table-level expectations (columns, row count) first: they explain the row-level ones.
     failed.sort(key=lambda item: "column" in item.expectation_config.kwargs)
@@ -322,5 +421,5 @@ def run_suite(kept: DataFrame, suite: TableSuite, *, what: str) -> None:
                          + (f" ({item.result.get('unexpected_count')} unexpected)" if item.result.get("unexpected_count") else ""))
     raise DataQualityError(
         f"{what}: {len(failed)} expectation(s) failed on the rows kept: {'; '.join(described)} "
-        f"(rule: gx:{failed[0].expectation_config.type})"
+        f"(rule: gx:{failed[0].expectation_config.type}" + (f"; Data Docs {page}" if page else "") + ")"
     )

@@ -32,6 +32,7 @@ log = logging.getLogger("xsell.warehouse")
 AUDIENCES = "audiences"
 BASKET_RULES = "basket_rules"
 AUDIENCE_RUNS = "audience_runs"
+VALIDATION_RUNS = "validation_runs"
 CRM_VIEW = "crm_audience_current"
 
 #: Live tables: name -> (columns, primary key).
@@ -39,6 +40,7 @@ TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
     AUDIENCES: (schemas.AUDIENCE_COLUMNS, schemas.AUDIENCE_KEY),
     BASKET_RULES: (schemas.BASKET_RULES_COLUMNS, schemas.BASKET_RULES_KEY),
     AUDIENCE_RUNS: (schemas.AUDIENCE_RUNS_COLUMNS, ("run_date", "run_id")),
+    VALIDATION_RUNS: (schemas.VALIDATION_RUNS_COLUMNS, schemas.VALIDATION_RUNS_KEY),
 }
 
 
@@ -106,6 +108,8 @@ class Warehouse(Protocol):
                 record: RunRecord | None = None, guard: Guard | None = None) -> str: ...
 
     def record_blocked(self, record: RunRecord) -> None: ...
+
+    def record_validation(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Run ``sql`` (``?`` placeholders) and return all rows."""
@@ -253,6 +257,22 @@ class _SqlWarehouse:
         """Record an attempt whose publish was blocked; the live audience is untouched."""
         with self._transaction() as tx:
             self._insert_record(tx, record, None)
+
+
+    def record_validation(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write ``validation_runs`` rows (dicts of its columns, ``validated_at`` set here) in one
+        transaction, replacing a row of the same table, data day and run."""
+        table = self._qualified(VALIDATION_RUNS)
+        columns = [name for name, _ in schemas.VALIDATION_RUNS_COLUMNS]
+        key = schemas.VALIDATION_RUNS_KEY
+        with self._transaction() as tx:
+            for row in rows:
+                values = {**row, "validated_at": None}
+                tx.execute(f"DELETE FROM {table} WHERE {' AND '.join(f'{identifier(k)} = ?' for k in key)}",
+                           [values[k] for k in key])
+                placeholders = ", ".join("now()" if name == "validated_at" else "?" for name in columns)
+                tx.execute(f"INSERT INTO {table} VALUES ({placeholders})",
+                           [values[name] for name in columns if name != "validated_at"])
 
 
 class DuckDBWarehouse(_SqlWarehouse):
