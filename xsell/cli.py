@@ -1,6 +1,7 @@
 """The ``xsell`` command: demo data and one-shot local runs.
 
     xsell generate [--customers N] [--start D] [--end D] [--seed S] [--dirty-share F] [--format csv|parquet]
+    xsell import FORMAT SOURCE [--landing DIR] [--hierarchy FILE]   # a public dataset into the landing zone
     xsell run --run-date D [--since D] [--env ENV]   # every stage in one process, for notebooks and debugging
 """
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from xsell.config import load_settings
-from xsell.runtime import configure_logging
+from xsell.runtime import EXIT_USER_ERROR, configure_logging
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -27,6 +28,21 @@ def _generate(args: argparse.Namespace) -> None:
     for cutoff in args.truth_cutoff or ():
         generate.true_propensity(truth, spec, cutoff=cutoff, horizon_days=settings.model.horizon_days)
     print(f"xsell generate: {summary}")
+
+
+def _import(args: argparse.Namespace) -> None:
+    from xsell import importers
+
+    if args.hierarchy and args.format != importers.GROCERIES_MEMBER:
+        args.parser.error(f"--hierarchy applies to {importers.GROCERIES_MEMBER} only")
+    landing = Path(args.landing) if args.landing else load_settings(args.env).landing
+    hierarchy = Path(args.hierarchy) if args.hierarchy else None
+    try:
+        report = importers.import_source(args.format, Path(args.source), landing, hierarchy=hierarchy)
+    except importers.SourceError as error:
+        print(f"xsell import: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    print(f"xsell import: {report} -> {landing}")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -82,6 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--truth-cutoff", type=dt.date.fromisoformat, action="append",
                      help="also write each customer's true propensity per offer for this cutoff (repeatable)")
     gen.set_defaults(handler=_generate)
+
+    imp = commands.add_parser("import", help="map a public dataset onto the raw landing contract")
+    # importers.FORMATS, spelled out so that building the parser does not import pandas
+    imp.add_argument("format", choices=("online-retail", "groceries-member", "instacart", "dunnhumby"))
+    imp.add_argument("source", help="the dataset's file or folder (see the README)")
+    imp.add_argument("--landing", default=None, help="default: <home>/landing")
+    imp.add_argument("--hierarchy", default=None,
+                     help="groceries-member: labels,level2,level1 file (default: ../groceries/ beside the dataset)")
+    imp.set_defaults(handler=_import, parser=imp)
 
     run = commands.add_parser("run", help="run every stage for one date in this process")
     run.add_argument("--run-date", type=dt.date.fromisoformat, required=True)
