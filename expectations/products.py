@@ -28,4 +28,5 @@ def suite(*, min_rows: int = 1) -> TableSuite:
         key=("product_id",),
         row_rules=tuple(rules),
         min_rows=min_rows,
+        multiline=True,
     )

@@ -90,6 +90,8 @@ class TableSuite:
     row_rules: tuple[RowRule, ...]
     exclusions: tuple[Exclusion, ...] = ()
     min_rows: int = 1
+    #: The table has free text (names) whose quoted values may hold line breaks.
+    multiline: bool = False
 
     def expectation_suite(self) -> gx.ExpectationSuite:
         """The GX suite run on the rows kept: the exact column list, a minimum row count (an empty

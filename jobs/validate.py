@@ -77,15 +77,15 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     report.table = suite.table
     rules = settings.validation
     validation.check_columns(days, suite.columns)
-    raw = validation.read_raw(spark, days, suite.columns).cache()
+    raw = validation.read_raw(spark, days, suite.columns, multiline=suite.multiline).cache()
     parsed = validation.parse(raw, ddl)
-    validation.check_parsable(parsed, ddl)
     if catalogue is not None:
         parsed = validation.flag_known(parsed, catalogue, column="product_id", flag=order_suite.IN_CATALOGUE)
     routed = validation.route(parsed, suite).cache()
     is_orders = suite.table == schemas.ORDER_LINES
-    summaries = validation.summarize(raw, routed, table=suite.table, dates=[day.date for day in days],
+    summaries = validation.summarize(raw, routed, table=suite.table, dates=[day.date for day in days], ddl=ddl,
                                      guest_column="customer_id" if is_orders else None)
+    validation.check_parsable(parsed, summaries, ddl)
     if history is not None:
         summaries = validation.with_volume(summaries, history, trailing_days=rules.volume.trailing_days,
                                            min_history_days=rules.volume.min_history_days)
@@ -93,7 +93,7 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     validation.check_gates(summaries, min_rows=suite.min_rows, max_quarantine_rate=rules.max_quarantine_rate,
                            max_guest_rate=rules.max_guest_rate if is_orders else None)
     validation.check_volume(summaries, min_ratio=rules.volume.min_ratio, max_ratio=rules.volume.max_ratio)
-    kept = validation.kept_rows(routed, suite).cache()
+    kept = validation.kept_rows(routed, suite)
     page = validation.run_suite(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}",
                                 docs=settings.data_docs if rules.data_docs else None,
                                 run_name=f"{report.run_date.isoformat()}_{report.run_id}")

@@ -28,6 +28,15 @@ def skip_or_fail(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The public datasets folder (``XSELL_SHARED_DATA``)."""
+    folder = os.environ.get("XSELL_SHARED_DATA")
+    if not folder or not Path(folder).is_dir():
+        skip_or_fail(f"the public datasets are needed: XSELL_SHARED_DATA is {'unset' if not folder else 'not a folder'}")
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     session = (
         SparkSession.builder.master("local[2]")

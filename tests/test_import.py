@@ -12,7 +12,6 @@ dunnhumby The Complete Journey (R package completejourney, CC0).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import zlib
 from pathlib import Path
@@ -21,18 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import CUSTOMER_COLUMNS, ORDER_COLUMNS, PRODUCT_COLUMNS, skip_or_fail
+from conftest import CUSTOMER_COLUMNS, ORDER_COLUMNS, PRODUCT_COLUMNS
 from xsell import cli, importers
 
 RETAIL_DAYS = ("2010-12-01", "2010-12-02", "2010-12-03", "2010-12-05")  # 2010-12-04 is a Saturday: no file
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    folder = os.environ.get("XSELL_SHARED_DATA")
-    if not folder or not Path(folder).is_dir():
-        skip_or_fail(f"the public datasets are needed: XSELL_SHARED_DATA is {'unset' if not folder else 'not a folder'}")
-    return Path(folder)
 
 
 def _read(path: Path) -> pd.DataFrame:
