@@ -25,7 +25,7 @@ export AIRFLOW_CONN_XSELL_SPARK ?= {"conn_type": "spark", "host": "local[2]"}
 export GX_ANALYTICS_ENABLED := False
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: demo demo-postgres test java venv jdbc clean airflow-db
+.PHONY: demo demo-postgres demo-online-retail test java venv jdbc clean airflow-db
 
 demo: java venv
 	@echo "==> [1/5] generating the demo landing zone ($(DEMO_CUSTOMERS) customers, $(DEMO_START)..$(DEMO_DATE)) in $(XSELL_HOME)"
@@ -50,6 +50,19 @@ demo-postgres: java venv
 	XSELL_ENV=postgres $(BIN)/python -m jobs.basket_rules --run-date $(DEMO_DATE) --run-id demo-postgres
 	XSELL_ENV=postgres $(BIN)/python -m jobs.score_publish --run-date $(DEMO_DATE) --run-id demo-postgres
 	XSELL_ENV=postgres $(BIN)/xsell summary --run-date $(DEMO_DATE)
+
+# The nightly DAG on real data: UCI Online Retail, imported onto the raw contract. ONLINE_RETAIL_DIR is the
+# folder of its daily CSVs (default: $(XSELL_SHARED_DATA)/online_retail/by-day). State goes to var/online-retail.
+RETAIL_HOME := $(CURDIR)/var/online-retail
+RETAIL_DATE ?= 2011-09-30
+ONLINE_RETAIL_DIR ?= $(XSELL_SHARED_DATA)/online_retail/by-day
+demo-online-retail: java venv
+	@test -d "$(ONLINE_RETAIL_DIR)" || (echo "ONLINE_RETAIL_DIR='$(ONLINE_RETAIL_DIR)' is not a folder: set it (or XSELL_SHARED_DATA) to the Online Retail by-day CSVs"; exit 2)
+	XSELL_HOME=$(RETAIL_HOME) $(BIN)/xsell import online-retail $(ONLINE_RETAIL_DIR)
+	XSELL_HOME=$(RETAIL_HOME) XSELL_ENV=online_retail $(BIN)/python -m jobs.validate --run-date $$($(BIN)/python -c "import datetime as d; print(d.date.fromisoformat('$(RETAIL_DATE)') - d.timedelta(days=1))") --since 2010-12-01 --run-id backfill__$(RETAIL_DATE)
+	@$(MAKE) --no-print-directory airflow-db XSELL_HOME=$(RETAIL_HOME) AIRFLOW_HOME=$(RETAIL_HOME)/airflow
+	XSELL_HOME=$(RETAIL_HOME) AIRFLOW_HOME=$(RETAIL_HOME)/airflow XSELL_ENV=online_retail $(BIN)/python dags/xsell_nightly.py $(RETAIL_DATE)
+	XSELL_HOME=$(RETAIL_HOME) XSELL_ENV=online_retail $(BIN)/xsell summary --run-date $(RETAIL_DATE)
 
 airflow-db:
 	@mkdir -p $(AIRFLOW_HOME)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -119,4 +120,12 @@ class KeepEarlierRunsIndexBuilder(DefaultSiteIndexBuilder):
     """
 
     def build(self, skip_and_clean_missing: bool = True, build_index: bool = True):  # type: ignore[no-untyped-def]
-        return super().build(skip_and_clean_missing=False, build_index=build_index)
+        # Pages of earlier runs are kept on disk but cannot be indexed (their results are not in this
+        # context): GX warns once per such page, which would flood the task log.
+        site_log = logging.getLogger("great_expectations.render.renderer.site_builder")
+        level = site_log.level
+        site_log.setLevel(logging.ERROR)
+        try:
+            return super().build(skip_and_clean_missing=False, build_index=build_index)
+        finally:
+            site_log.setLevel(level)

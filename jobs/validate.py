@@ -42,9 +42,17 @@ class _Report:
 
     run_date: dt.date
     run_id: str
+    suites: validation.SuiteRunner
     summaries: list[validation.DaySummary] = field(default_factory=list)
     pages: dict[str, str] = field(default_factory=dict)
     table: str = ""
+
+    def render(self) -> None:
+        """Data Docs of what was validated, also when the run stops (then they show why)."""
+        try:
+            self.pages = {table: str(page) for table, page in self.suites.build_docs().items()}
+        except Exception:  # the docs are for people; their failure must not hide the run's own outcome
+            log.exception("could not render the Data Docs")
 
     def rows(self, *, error: validation.DataQualityError | None) -> list[dict[str, Any]]:
         status = "passed" if error is None else "failed"
@@ -77,7 +85,9 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     report.table = suite.table
     rules = settings.validation
     validation.check_columns(days, suite.columns)
-    raw = validation.read_raw(spark, days, suite.columns, multiline=suite.multiline).cache()
+    # Not cached: the raw rows are read twice (routing, and the independent count of rows in), which is
+    # cheaper than holding every value as text in memory.
+    raw = validation.read_raw(spark, days, suite.columns, multiline=suite.multiline)
     parsed = validation.parse(raw, ddl)
     if catalogue is not None:
         parsed = validation.flag_known(parsed, catalogue, column="product_id", flag=order_suite.IN_CATALOGUE)
@@ -94,11 +104,7 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
                            max_guest_rate=rules.max_guest_rate if is_orders else None)
     validation.check_volume(summaries, min_ratio=rules.volume.min_ratio, max_ratio=rules.volume.max_ratio)
     kept = validation.kept_rows(routed, suite)
-    page = validation.run_suite(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}",
-                                docs=settings.data_docs if rules.data_docs else None,
-                                run_name=f"{report.run_date.isoformat()}_{report.run_id}")
-    if page is not None:
-        report.pages[suite.table] = str(page)
+    report.suites.validate(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}")
     return kept, validation.quarantine_rows(routed, suite, run_id=report.run_id)
 
 
@@ -134,12 +140,16 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     Every run, also one that stops, records its per-table, per-day outcome in the warehouse table
     ``validation_runs``.
     """
-    report = _Report(run_date=run_date, run_id=run_id, table=schemas.ORDER_LINES)
+    suites = validation.SuiteRunner(docs=settings.data_docs if settings.validation.data_docs else None,
+                                    run_name=f"{run_date.isoformat()}_{run_id}")
+    report = _Report(run_date=run_date, run_id=run_id, suites=suites, table=schemas.ORDER_LINES)
     try:
         summaries = _run(spark, settings, run_date, report, since=since)
     except validation.DataQualityError as error:
+        report.render()
         _record(settings, report.rows(error=error))
         raise
+    report.render()
     _record(settings, report.rows(error=None))
     return summaries
 

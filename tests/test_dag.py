@@ -122,5 +122,8 @@ def test_nightly_run_through_airflow_publishes_and_a_bad_day_stops_it(tmp_path: 
     assert "column quantity" in result.stdout + result.stderr and "part-00000.csv" in result.stdout + result.stderr
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as db:
         assert db.execute("SELECT count(*) FROM main.audiences WHERE run_date = ?", [bad_day]).fetchone() == (0,)
+        # The stopped validation says why in the warehouse (once per attempt: Airflow retried it).
+        assert db.execute("SELECT DISTINCT status, failed_rule FROM main.validation_runs WHERE run_date = ? "
+                          "AND table_name = 'order_lines'", [bad_day]).fetchall() == [("failed", "parsable:quantity")]
     assert not (home / "lake" / "features" / f"cutoff={bad_day + dt.timedelta(days=1)}").exists(), \
         "nothing downstream of validation ran"

@@ -150,7 +150,8 @@ def read_raw(spark: SparkSession, days: Sequence[LandingDay], columns: Sequence[
 
 
 def parse(raw: DataFrame, ddl: str) -> DataFrame:
-    """Typed contract columns next to the raw text (``_raw_<column>``) for quarantine and error messages."""
+    """Typed contract columns next to the raw text (``_raw_<column>``, for quarantine records and error
+    messages) and a flag per column whose text did not parse (``_bad_<column>``)."""
     typed = []
     for field in schemas.struct(ddl).fields:
         text = F.trim(F.col(field.name))
@@ -165,13 +166,19 @@ def parse(raw: DataFrame, ddl: str) -> DataFrame:
             parsed = value.try_cast(field.dataType)
         typed.append(parsed.alias(field.name))
     raw_columns = [F.col(name).alias(f"_raw_{name}") for name in schemas.column_names(ddl)]
-    return raw.select(*typed, *raw_columns, "source_file", "date")
+    flags = [condition.alias(f"_bad_{column}") for column, condition in unparsable(ddl).items()]
+    return raw.select(*typed, *raw_columns, "source_file", "date").select("*", *flags)
 
 
 def unparsable(ddl: str) -> dict[str, Column]:
     """Per contract column: the raw text is there but did not parse as the column's type."""
     return {column: F.col(f"_raw_{column}").isNotNull() & (F.trim(F.col(f"_raw_{column}")) != "")
             & F.col(column).isNull() for column in schemas.column_names(ddl)}
+
+
+def bad_flags(ddl: str) -> dict[str, Column]:
+    """The ``_bad_<column>`` flags set by :func:`parse`."""
+    return {column: F.col(f"_bad_{column}") for column in schemas.column_names(ddl)}
 
 
 def check_parsable(parsed: DataFrame, summaries: Sequence[DaySummary], ddl: str) -> None:
@@ -221,6 +228,14 @@ def route(parsed: DataFrame, suite: TableSuite) -> DataFrame:
     one shuffle takes about 4 s).
     """
     columns = list(suite.columns)
+    # The raw text travels on only for rows that break a row rule (their quarantine record): the
+    # shuffle below then moves typed rows, not every value twice.
+    row_local = F.lit(False)
+    for condition in [exclusion.applies() for exclusion in suite.exclusions] + [rule.violated() for rule in suite.row_rules]:
+        row_local = row_local | F.coalesce(condition, F.lit(False))
+    raw_record = F.to_json(F.struct(*[F.col(f"_raw_{column}").alias(column) for column in columns]))
+    parsed = parsed.withColumn("_record", F.when(row_local, raw_record)).drop(
+        *[f"_raw_{column}" for column in columns])
     by_key = Window.partitionBy(*suite.key, "date")
     in_order = by_key.orderBy(*[F.col(column).asc_nulls_first() for column in columns], "source_file")
     same_as_previous = F.row_number().over(in_order) > 1
@@ -259,8 +274,13 @@ def kept_rows(routed: DataFrame, suite: TableSuite) -> DataFrame:
 
 
 def quarantine_rows(routed: DataFrame, suite: TableSuite, *, run_id: str) -> DataFrame:
-    """Quarantined rows as they arrived (raw text as a JSON record), with the rule, reason, file and run."""
-    record = F.to_json(F.struct(*[F.col(f"_raw_{column}").alias(column) for column in suite.columns]))
+    """Quarantined rows as they arrived (raw text as a JSON record), with the rule, reason, file and run.
+
+    A row quarantined only for sharing its key with a different row has no raw record (see
+    :func:`route`); its parsed values stand in.
+    """
+    parsed = F.to_json(F.struct(*[F.col(column).cast("string").alias(column) for column in suite.columns]))
+    record = F.coalesce(F.col("_record"), parsed)
     return routed.filter(F.col("outcome") == QUARANTINED).select(
         F.lit(suite.table).alias("table_name"), record.alias("record"), "rule_id", "reason", "source_file",
         F.lit(run_id).alias("run_id"), "date",
@@ -308,7 +328,7 @@ def summarize(raw: DataFrame, routed: DataFrame, *, table: str, dates: Sequence[
     rows_in = dict.fromkeys(dates, 0)
     rows_in |= {row["date"]: row["n"] for row in raw.groupBy("date").agg(F.count("*").alias("n")).collect()}
     guest = F.lit(False) if guest_column is None else (F.col("outcome") == VALID) & F.col(guest_column).isNull()
-    failed_parse = unparsable(ddl)
+    failed_parse = bad_flags(ddl)
     outcomes = (routed.groupBy("date", "outcome", "rule_id")
                 .agg(F.count("*").alias("n"), F.sum(guest.cast("long")).alias("guests"),
                      *[F.sum(condition.cast("long")).alias(f"_unparsable_{column}")
@@ -400,52 +420,77 @@ def summary_frame(spark: SparkSession, summaries: Sequence[DaySummary], *, run_i
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
 
 
+class SuiteRunner:
+    """Runs the GX suites of one validation run in one ephemeral context, and renders its Data Docs once.
+
+    One context for every table of a run: a context and a Data Docs build per table cost about a second
+    each. GX never raises on a failed validation, so ``success`` is checked here.
+    """
+
+    def __init__(self, *, docs: Path | None = None, run_name: str = "xsell") -> None:
+        import great_expectations as gx  # imported here: it is slow to import and only validation needs it
+
+        self._gx = gx
+        self.docs = docs
+        self.run_name = run_name
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = {"globally": False}
+        if docs is not None:
+            self.context.add_data_docs_site("xsell", {
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)},
+                "site_index_builder": {"class_name": "KeepEarlierRunsIndexBuilder", "module_name": "expectations.rules"},
+            })
+        self.source = self.context.data_sources.add_spark(name="xsell")
+        self.validated: list[str] = []
+
+    def validate(self, kept: DataFrame, suite: TableSuite, *, what: str) -> None:
+        """Run ``suite`` on the rows kept; a failed expectation raises :class:`DataQualityError`."""
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        gx = self._gx
+        batch_definition = self.source.add_dataframe_asset(name=suite.table).add_batch_definition_whole_dataframe("kept")
+        definition = self.context.validation_definitions.add(gx.ValidationDefinition(
+            name=suite.table, data=batch_definition, suite=self.context.suites.add(suite.expectation_suite())))
+        result = definition.run(batch_parameters={"dataframe": kept.drop("date")}, result_format=RESULT_FORMAT,
+                                run_id=RunIdentifier(run_name=self.run_name))
+        self.validated.append(suite.table)
+        if result.success:
+            return
+        failed = [item for item in result.results if not item.success]
+        # Table-level expectations (columns, row count) first: they explain the row-level ones.
+        failed.sort(key=lambda item: "column" in item.expectation_config.kwargs)
+        described = []
+        for item in failed:
+            kwargs = item.expectation_config.kwargs
+            column = kwargs.get("column") or kwargs.get("column_list")
+            count = item.result.get("unexpected_count")
+            described.append(f"{item.expectation_config.type}" + (f" on column {column}" if column else "")
+                             + (f" ({count} unexpected)" if count else ""))
+        raise DataQualityError(
+            f"{what}: {len(failed)} expectation(s) failed on the rows kept: {'; '.join(described)} "
+            f"(rule: gx:{failed[0].expectation_config.type})"
+        )
+
+    def build_docs(self) -> dict[str, Path]:
+        """Render this run's results into the Data Docs site; returns each table's page."""
+        if self.docs is None or not self.validated:
+            return {}
+        self.context.build_data_docs(site_names=["xsell"])
+        pages = {}
+        for table in self.validated:
+            found = sorted((self.docs / "validations").glob(f"{table}_kept/{self.run_name}/**/*.html"))
+            if found:
+                pages[table] = found[-1]
+        return pages
+
+
 def run_suite(kept: DataFrame, suite: TableSuite, *, what: str, docs: Path | None = None,
               run_name: str = "xsell") -> Path | None:
-    """Run the GX suite on the rows kept; any failed expectation is critical.
-
-    With ``docs``, the validation result is rendered into a Data Docs site there (HTML) and the page's
-    path is returned. GX never raises on a failed validation, so ``success`` is checked here.
-    """
-    import great_expectations as gx  # imported here: it is slow to import and only validation needs it
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    actions = []
-    if docs is not None:
-        context.add_data_docs_site("xsell", {
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)},
-            "site_index_builder": {"class_name": "KeepEarlierRunsIndexBuilder", "module_name": "expectations.rules"},
-        })
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["xsell"]))
-    batch_definition = (context.data_sources.add_spark(name="xsell").add_dataframe_asset(name=suite.table)
-                        .add_batch_definition_whole_dataframe("kept"))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(
-        name=suite.table, data=batch_definition, suite=context.suites.add(suite.expectation_suite())))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{suite.table}_kept", validation_definitions=[definition], actions=actions,
-        result_format=RESULT_FORMAT))
-    outcome = checkpoint.run(batch_parameters={"dataframe": kept.drop("date")},
-                             run_id=RunIdentifier(run_name=run_name))
-    page = None
-    if docs is not None:
-        pages = sorted((docs / "validations").glob(f"{suite.table}_kept/{run_name}/**/*.html"))
-        page = pages[-1] if pages else None
-    if outcome.success:
-        return page
-    result = next(iter(outcome.run_results.values()))
-    failed = [item for item in result.results if not item.success]
-    # Table-level expectations (columns, row count) first: they explain the row-level ones.
-    failed.sort(key=lambda item: "column" in item.expectation_config.kwargs)
-    described = []
-    for item in failed:
-        kwargs = item.expectation_config.kwargs
-        column = kwargs.get("column") or kwargs.get("column_list")
-        described.append(f"{item.expectation_config.type}" + (f" on column {column}" if column else "")
-                         + (f" ({item.result.get('unexpected_count')} unexpected)" if item.result.get("unexpected_count") else ""))
-    raise DataQualityError(
-        f"{what}: {len(failed)} expectation(s) failed on the rows kept: {'; '.join(described)} "
-        f"(rule: gx:{failed[0].expectation_config.type}" + (f"; Data Docs {page}" if page else "") + ")"
-    )
+    """Run one table's suite on its own (notebooks, tests); returns its Data Docs page if ``docs``."""
+    runner = SuiteRunner(docs=docs, run_name=run_name)
+    try:
+        runner.validate(kept, suite, what=what)
+    finally:
+        pages = runner.build_docs()
+    return pages.get(suite.table)
