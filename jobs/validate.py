@@ -46,6 +46,15 @@ class _Report:
     summaries: list[validation.DaySummary] = field(default_factory=list)
     pages: dict[str, str] = field(default_factory=dict)
     table: str = ""
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop this run's cached frames. Spark serves a cached result to any later query with the same
+        plan, so a second run over rewritten files in the same session (a notebook, ``xsell run``, the
+        tests) would otherwise see the old rows; and the memory goes back to the next run."""
+        for frame in self.cached:
+            frame.unpersist()
+        self.cached.clear()
 
     def render(self) -> None:
         """Data Docs of what was validated, also when the run stops (then they show why)."""
@@ -92,13 +101,15 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     if catalogue is not None:
         parsed = validation.flag_known(parsed, catalogue, column="product_id", flag=order_suite.IN_CATALOGUE)
     routed = validation.route(parsed, suite).cache()
+    report.cached.append(routed)
     is_orders = suite.table == schemas.ORDER_LINES
     summaries = validation.summarize(raw, routed, table=suite.table, dates=[day.date for day in days], ddl=ddl,
                                      guest_column="customer_id" if is_orders else None)
     validation.check_parsable(parsed, summaries, ddl)
     if history is not None:
         summaries = validation.with_volume(summaries, history, trailing_days=rules.volume.trailing_days,
-                                           min_history_days=rules.volume.min_history_days)
+                                           min_history_days=rules.volume.min_history_days,
+                                           min_average_rows=rules.volume.min_average_rows)
     report.summaries += summaries
     validation.check_gates(summaries, min_rows=suite.min_rows, max_quarantine_rate=rules.max_quarantine_rate,
                            max_guest_rate=rules.max_guest_rate if is_orders else None)
@@ -149,6 +160,8 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
         report.render()
         _record(settings, report.rows(error=error))
         raise
+    finally:
+        report.release()
     report.render()
     _record(settings, report.rows(error=None))
     return summaries
@@ -191,6 +204,16 @@ def _run(spark: SparkSession, settings: Settings, run_date: dt.date, report: _Re
         lake.write_partitions(orders, settings.lake, lake.VALID_ORDER_LINES)
         quarantine = quarantine.unionByName(order_quarantine)
     lake.write_partitions(quarantine, settings.lake, lake.QUARANTINE, partition_by=("table_name", "date"))
+    # A rerun whose day now has no quarantined (or no valid) rows must not keep the old ones.
+    validated = [{"table_name": day.table_name, "date": run_date if day.table_name != schemas.ORDER_LINES else day.date}
+                 for day in report.summaries]
+    quarantined = {(row["table_name"], str(row["date"])) for row in quarantine.select("table_name", "date").distinct().collect()}
+    lake.drop_stale(settings.lake, lake.QUARANTINE, validated, written=quarantined)
+    if order_days:
+        valid_days = {(str(row["date"]),) for row in orders.select("date").distinct().collect()}
+        lake.drop_stale(settings.lake, lake.VALID_ORDER_LINES,
+                        [{"date": day.date} for day in report.summaries if day.table_name == schemas.ORDER_LINES],
+                        written=valid_days)
     summary = validation.summary_frame(spark, report.summaries, run_id=report.run_id, gate_passed=True)
     lake.write_partitions(summary, settings.lake, lake.VALIDATION_RUNS, partition_by=("table_name", "date"))
     for day in report.summaries:

@@ -79,10 +79,11 @@ def test_validate_on_a_standalone_cluster_matches_local_mode(spark: SparkSession
         generate.generate(home / "landing", home / "truth",
                           generate.WorldSpec(customers=200, start=START, end=RUN_DATE, seed=3, dirty_share=0.02),
                           log=lambda _: None)
-    # Tiny days: one dirty row is several percent of a day, so the quarantine gate is relaxed on both sides.
+    # Tiny days: one dirty row (or guest line) is several percent of a day, so the rate gates are relaxed
+    # on both sides.
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
-    (conf / "lenient.yaml").write_text(yaml.safe_dump({"validation": {"max_quarantine_rate": 0.5}}))
+    (conf / "lenient.yaml").write_text(yaml.safe_dump({"validation": {"max_quarantine_rate": 0.5, "max_guest_rate": 0.5}}))
     env = {**os.environ, "XSELL_HOME": str(homes["cluster"]), "XSELL_ENV": "test,lenient", "XSELL_CONF_DIR": str(conf),
            "SPARK_LOCAL_IP": "127.0.0.1",
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
@@ -98,7 +99,7 @@ def test_validate_on_a_standalone_cluster_matches_local_mode(spark: SparkSession
 
     os.environ["XSELL_HOME"] = str(homes["local"])
     try:
-        lenient = load_settings("test", overrides={"validation": {"max_quarantine_rate": 0.5}})
+        lenient = load_settings("test", overrides={"validation": {"max_quarantine_rate": 0.5, "max_guest_rate": 0.5}})
         validate.run(spark, lenient, RUN_DATE, run_id="same", since=START)
     finally:
         del os.environ["XSELL_HOME"]

@@ -126,6 +126,16 @@ def test_a_late_file_is_picked_up_by_rerunning_its_day(spark: SparkSession, sett
     assert day.count() == 45 and day.filter("customer_id = 'C3'").count() == 5
 
 
+def test_a_corrected_redelivery_leaves_no_stale_quarantine(spark: SparkSession, settings: Settings) -> None:
+    land(settings.landing, DAY, [*GOOD, order_line("X", 1, "C1", DAY, "P1", price=0.0)])
+    validate.run(spark, settings, DAY, run_id="r1")
+    assert lake.read(spark, settings.lake, "quarantine").filter("table_name = 'order_lines'").count() == 1
+    land(settings.landing, DAY, [*GOOD, order_line("X", 1, "C1", DAY, "P1", price=5.0)])  # the fixed file
+    validate.run(spark, settings, DAY, run_id="r2")
+    assert not (settings.lake / "quarantine" / "table_name=order_lines" / f"date={DAY}").exists()
+    assert lake.read(spark, settings.lake, "order_lines").count() == len(GOOD) + 1
+
+
 def test_a_quoted_name_with_an_embedded_newline_stays_one_row(spark: SparkSession, settings: Settings) -> None:
     products = [*PRODUCTS, ("P5", 'Poster "Sea",\nframed', "prints", None, None, 12.0, 0.3, "true")]
     land(settings.landing, DAY, GOOD, products=products)
@@ -185,6 +195,8 @@ def test_thirty_percent_missing_customer_ids_stop_the_run(spark: SparkSession, s
 
 
 def test_a_day_far_below_its_trailing_average_stops(spark: SparkSession, settings: Settings) -> None:
+    volume = settings.validation.volume.model_copy(update={"min_average_rows": 10})
+    settings = settings.model_copy(update={"validation": settings.validation.model_copy(update={"volume": volume})})
     days = [DAY - dt.timedelta(days=n) for n in range(6, 0, -1)]
     for day in days:
         land(settings.landing, day, [order_line(f"O{day.day}-{i}", 1, "C1", day, "P1") for i in range(40)],
@@ -196,6 +208,22 @@ def test_a_day_far_below_its_trailing_average_stops(spark: SparkSession, setting
     row = order_run(settings)
     assert (row["status"], row["failed_rule"], row["volume_ratio"]) == ("failed", "volume:day_over_day", pytest.approx(0.1))
     assert lake.read(spark, settings.lake, "order_lines").filter(f"date = '{DAY}'").count() == 0
+
+
+def test_volume_is_judged_only_with_enough_history_and_rows() -> None:
+    def day(date: dt.date, rows: int) -> validation.DaySummary:
+        return validation.DaySummary("order_lines", date, rows, rows, 0, 0, {}, {})
+
+    history = {DAY - dt.timedelta(days=n): 200 for n in range(1, 6)}
+    judged = validation.with_volume([day(DAY, 50)], history, trailing_days=28, min_history_days=5, min_average_rows=100)
+    assert judged[0].volume_ratio == pytest.approx(0.25)
+    too_short = dict(list(history.items())[:4])
+    assert validation.with_volume([day(DAY, 50)], too_short, trailing_days=28, min_history_days=5)[0].volume_ratio is None
+    small_shop = {date: 20 for date in history}
+    assert validation.with_volume([day(DAY, 2)], small_shop, trailing_days=28, min_history_days=5,
+                                  min_average_rows=100)[0].volume_ratio is None
+    old = {date - dt.timedelta(days=60): rows for date, rows in history.items()}  # outside the trailing window
+    assert validation.with_volume([day(DAY, 50)], old, trailing_days=28, min_history_days=5)[0].volume_ratio is None
 
 
 def test_a_passed_run_leaves_data_docs_and_one_row_per_table(spark: SparkSession, settings: Settings) -> None:

@@ -41,6 +41,7 @@ class VolumeSettings(_Section):
 
     trailing_days: int = Field(28, ge=1)
     min_history_days: int = Field(5, ge=1)
+    min_average_rows: int = Field(100, ge=0)
     min_ratio: float = Field(0.25, ge=0)
     max_ratio: float = Field(4.0, gt=0)
 

@@ -7,6 +7,7 @@ date's partition and leaves the others alone: a rerun never appends a second cop
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -29,6 +30,23 @@ def path(lake: Path, table: str) -> Path:
 def write_partitions(frame: DataFrame, lake: Path, table: str, *, partition_by: tuple[str, ...] = ("date",)) -> None:
     """Replace the partitions present in ``frame``, keep all others."""
     frame.write.mode("overwrite").partitionBy(*partition_by).parquet(str(path(lake, table)))
+
+
+def drop_stale(lake: Path, table: str, partitions: list[dict[str, object]], *, written: set[tuple[str, ...]]) -> int:
+    """Remove the ``partitions`` (column -> value, in partition order) that this run replaced but wrote
+    nothing into: dynamic overwrite only replaces partitions present in the new data, so a day that
+    had quarantined rows before and has none now would otherwise keep its old ones. Returns how many
+    were removed."""
+    removed = 0
+    for partition in partitions:
+        values = tuple(str(value) for value in partition.values())
+        if values in written:
+            continue
+        folder = path(lake, table).joinpath(*(f"{column}={value}" for column, value in partition.items()))
+        if folder.exists():
+            shutil.rmtree(folder)
+            removed += 1
+    return removed
 
 
 def exists(lake: Path, table: str) -> bool:

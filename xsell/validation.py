@@ -378,7 +378,7 @@ def check_gates(summaries: Sequence[DaySummary], *, min_rows: int, max_quarantin
 
 
 def with_volume(summaries: Sequence[DaySummary], history: dict[dt.date, int], *, trailing_days: int,
-                min_history_days: int) -> list[DaySummary]:
+                min_history_days: int, min_average_rows: int = 0) -> list[DaySummary]:
     """Each day's raw rows against the average of the (at most ``trailing_days``) days before it.
 
     ``history`` holds raw row counts of days validated earlier; the days of ``summaries`` count too, so
@@ -388,7 +388,9 @@ def with_volume(summaries: Sequence[DaySummary], history: dict[dt.date, int], *,
     checked = []
     for day in summaries:
         window = [counts[date] for date in counts if day.date - dt.timedelta(days=trailing_days) <= date < day.date]
-        ratio = day.rows_in / (sum(window) / len(window)) if len(window) >= min_history_days else None
+        average = sum(window) / len(window) if window else 0.0
+        judged = len(window) >= min_history_days and average >= max(min_average_rows, 1)
+        ratio = day.rows_in / average if judged else None
         checked.append(replace(day, volume_ratio=ratio))
     return checked
 
