@@ -25,6 +25,12 @@ def test_home_comes_from_the_environment_and_is_absolute(monkeypatch: pytest.Mon
     assert settings.mlflow_tracking_uri == f"sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}"
 
 
+def test_a_home_given_in_code_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # `make test` exports XSELL_HOME; a notebook or test that asks for its own home must get it.
+    monkeypatch.setenv("XSELL_HOME", str(tmp_path / "from-env"))
+    assert load_settings("", overrides={"home": str(tmp_path / "mine")}).home == (tmp_path / "mine").resolve()
+
+
 def test_bad_value_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"audience\.control_share"):
         load_settings("", overrides={"audience": {"control_share": 1.5}})

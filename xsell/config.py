@@ -216,7 +216,8 @@ def load_settings(env: str | None = None, *, overrides: dict[str, Any] | None = 
     """Base settings, merged with ``conf/<env>.yaml`` (``env`` or ``$XSELL_ENV``) and ``overrides``.
 
     ``env`` may name several overlays separated by commas, applied in order. ``$XSELL_HOME`` wins over
-    the ``home`` of every file; the home is made absolute so that child processes agree on it.
+    the ``home`` of every file, and ``overrides`` win over both; the home is made absolute so that child
+    processes agree on it.
     """
     directory = conf_dir()
     raw = _read_yaml(directory / "base.yaml")
@@ -226,9 +227,10 @@ def load_settings(env: str | None = None, *, overrides: dict[str, Any] | None = 
         path = directory / f"{name}.yaml"
         raw = _merge(raw, _read_yaml(path))
         sources.append(str(path))
-    raw = _merge(raw, overrides or {})
     if os.environ.get(HOME_ENV):
         raw["home"] = os.environ[HOME_ENV]
+    # Overrides given in code (a notebook's temporary home, a test's) win over the environment.
+    raw = _merge(raw, overrides or {})
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as error:
