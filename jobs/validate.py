@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,16 +204,13 @@ def _run(spark: SparkSession, settings: Settings, run_date: dt.date, report: _Re
         lake.write_partitions(orders, settings.lake, lake.VALID_ORDER_LINES)
         quarantine = quarantine.unionByName(order_quarantine)
     lake.write_partitions(quarantine, settings.lake, lake.QUARANTINE, partition_by=("table_name", "date"))
-    # A rerun whose day now has no quarantined (or no valid) rows must not keep the old ones.
-    validated = [{"table_name": day.table_name, "date": run_date if day.table_name != schemas.ORDER_LINES else day.date}
-                 for day in report.summaries]
-    quarantined = {(row["table_name"], str(row["date"])) for row in quarantine.select("table_name", "date").distinct().collect()}
-    lake.drop_stale(settings.lake, lake.QUARANTINE, validated, written=quarantined)
-    if order_days:
-        valid_days = {(str(row["date"]),) for row in orders.select("date").distinct().collect()}
-        lake.drop_stale(settings.lake, lake.VALID_ORDER_LINES,
-                        [{"date": day.date} for day in report.summaries if day.table_name == schemas.ORDER_LINES],
-                        written=valid_days)
+    # A rerun whose day now has no quarantined (or no valid) rows must not keep the old ones; the counts
+    # say which partitions were written empty. Snapshot quarantines are stored under the run date.
+    lake.drop_partitions(settings.lake, lake.QUARANTINE, [
+        {"table_name": day.table_name, "date": day.date if day.table_name == schemas.ORDER_LINES else run_date}
+        for day in report.summaries if day.rows_quarantined == 0])
+    lake.drop_partitions(settings.lake, lake.VALID_ORDER_LINES, [
+        {"date": day.date} for day in report.summaries if day.table_name == schemas.ORDER_LINES and day.rows_valid == 0])
     summary = validation.summary_frame(spark, report.summaries, run_id=report.run_id, gate_passed=True)
     lake.write_partitions(summary, settings.lake, lake.VALIDATION_RUNS, partition_by=("table_name", "date"))
     for day in report.summaries:

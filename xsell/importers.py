@@ -236,9 +236,7 @@ class Mapped:
 # --- the formats --------------------------------------------------------------------------------------
 def import_online_retail(source: Path, landing: Path) -> ImportReport:
     """Import the folder of daily UCI Online Retail CSVs (see the module docstring for the mapping)."""
-    source = Path(source)
-    if not source.is_dir():
-        raise SourceError(f"{source}: folder not found")
+    source = _folder(source)
     files = sorted(source.glob("*.csv"))
     if not files:
         raise SourceError(f"{source}: no .csv files")
@@ -334,9 +332,7 @@ def groceries_member(raw: pd.DataFrame, hierarchy: pd.DataFrame | None) -> Mappe
 
 def import_instacart(source: Path, landing: Path) -> ImportReport:
     """Import the instacart_sample folder: user_history/df_sample.csv and the full catalogue."""
-    source = Path(source)
-    if not source.is_dir():
-        raise SourceError(f"{source}: folder not found")
+    source = _folder(source)
     orders = _read_csv(source / INSTACART_ORDERS, INSTACART_ORDER_COLUMNS)
     catalogue = _read_csv(source / INSTACART_CATALOGUE, INSTACART_CATALOGUE_COLUMNS)
     departments = _read_csv(source / INSTACART_DEPARTMENTS, INSTACART_DEPARTMENT_COLUMNS)
@@ -401,9 +397,7 @@ def _instacart_days(orders: pd.DataFrame, number: dict[str, pd.Series]) -> pd.Se
 
 def import_dunnhumby(source: Path, landing: Path) -> ImportReport:
     """Import the dunnhumby_complete_journey folder: transactions_sample.csv and products.csv."""
-    source = Path(source)
-    if not source.is_dir():
-        raise SourceError(f"{source}: folder not found")
+    source = _folder(source)
     transactions = _read_csv(source / DUNNHUMBY_TRANSACTIONS, DUNNHUMBY_TRANSACTION_COLUMNS)
     products = _read_csv(source / DUNNHUMBY_PRODUCTS, DUNNHUMBY_PRODUCT_COLUMNS)
     transactions["source_file"] = str(source / DUNNHUMBY_TRANSACTIONS)
@@ -562,6 +556,13 @@ def _first_non_empty(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
 
 
 # --- reading ------------------------------------------------------------------------------------------
+def _folder(source: Path) -> Path:
+    source = Path(source)
+    if not source.is_dir():
+        raise SourceError(f"{source}: folder not found")
+    return source
+
+
 def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     """Every column of a CSV file as text (empty string for empty), after checking the header."""
     if not path.is_file():

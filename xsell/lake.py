@@ -32,16 +32,15 @@ def write_partitions(frame: DataFrame, lake: Path, table: str, *, partition_by: 
     frame.write.mode("overwrite").partitionBy(*partition_by).parquet(str(path(lake, table)))
 
 
-def drop_stale(lake: Path, table: str, partitions: list[dict[str, object]], *, written: set[tuple[str, ...]]) -> int:
-    """Remove the ``partitions`` (column -> value, in partition order) that this run replaced but wrote
-    nothing into: dynamic overwrite only replaces partitions present in the new data, so a day that
-    had quarantined rows before and has none now would otherwise keep its old ones. Returns how many
-    were removed."""
+def drop_partitions(lake: Path, table: str, partitions: list[dict[str, object]]) -> int:
+    """Remove the given partitions (column -> value, in partition order) where they exist.
+
+    For a rerun that writes nothing into a partition it replaces: dynamic overwrite only replaces
+    partitions present in the new data, so a day that had quarantined rows before and has none now would
+    otherwise keep its old ones. Returns how many were removed.
+    """
     removed = 0
     for partition in partitions:
-        values = tuple(str(value) for value in partition.values())
-        if values in written:
-            continue
         folder = path(lake, table).joinpath(*(f"{column}={value}" for column, value in partition.items()))
         if folder.exists():
             shutil.rmtree(folder)
