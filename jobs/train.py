@@ -22,7 +22,9 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs import basket_rules as rules_job
 from jobs import features as feature_job
+from xsell import rules
 from xsell import baskets, features, inputs, model, offers, runtime, tracking
 from xsell.config import Settings
 from xsell.spark import session
@@ -33,9 +35,10 @@ log = logging.getLogger("xsell.train")
 def rules_before(lines: DataFrame, settings: Settings, cutoff: dt.date) -> DataFrame:
     start = cutoff - dt.timedelta(days=settings.rules.lookback_days)
     window = lines.filter((F.col("date") >= F.lit(start)) & (F.col("date") < F.lit(cutoff)))
-    return baskets.mine_rules(baskets.build_baskets(window, max_items=settings.rules.max_basket_items),
-                              min_support=settings.rules.min_support, min_confidence=settings.rules.min_confidence,
-                              run_date=cutoff)
+    found, mined = rules.mine_rules(baskets.build_baskets(window).select("items"),
+                                    **rules_job.mining_options(settings.rules))
+    outcome = rules_job.Outcome({"product": found}, {"product": mined})
+    return rules_job.rules_frame(lines.sparkSession, outcome, cutoff)
 
 
 def labelled(data: inputs.Inputs, feature_frame: DataFrame, rules: DataFrame, offer: offers.Offer, *,

@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 
 from conftest import skip_or_fail
 from jobs import basket_rules, features, score_publish, train, validate
-from xsell import generate, lake, tracking, warehouse
+from xsell import generate, lake, rules, tracking, warehouse
 from xsell.config import Settings, load_settings
 
 START, RUN_DATE = dt.date(2025, 1, 1), dt.date(2025, 6, 30)
@@ -34,7 +34,8 @@ def run_all(spark: SparkSession, settings: Settings, run_id: str, *, since: dt.d
 @pytest.fixture(scope="module")
 def world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
     home = tmp_path_factory.mktemp("world") / "var"
-    settings = load_settings("test", overrides={"home": str(home), "offers": OFFERS})
+    # An absolute support: the small world's complement antecedents sit in a few dozen baskets each.
+    settings = load_settings("test", overrides={"home": str(home), "offers": OFFERS, "rules": {"min_support": 6}})
     generate.generate(settings.landing, settings.truth,
                       generate.WorldSpec(customers=1000, start=START, end=RUN_DATE, seed=11), log=lambda _: None)
     content_hash = run_all(spark, settings, "first", since=START)
@@ -88,10 +89,53 @@ def test_run_is_recorded_with_model_versions(world: tuple[Settings, str]) -> Non
         assert offer["offer_id"] in runs[0][3]
 
 
+def _rule_tables(settings: Settings) -> dict[str, list[tuple]]:
+    target = warehouse.open_warehouse(settings)
+    return {table: target.query(f"SELECT * FROM main.{table} ORDER BY ALL")
+            for table in (warehouse.BASKET_RULES, warehouse.FOLLOWUP_RULES, warehouse.BUNDLES, warehouse.BOUGHT_TOGETHER)}
+
+
+def test_planted_complements_are_among_the_top_rules_of_their_antecedent(world: tuple[Settings, str],
+                                                                         spark: SparkSession) -> None:
+    settings, _ = world
+    shop = pd.DataFrame(warehouse.open_warehouse(settings).query(
+        "SELECT product_id, recommended_product_id FROM main.bought_together"), columns=["product_id", "recommended"])
+    planted = pd.read_csv(settings.truth / "complements.csv").query("kind == 'same_basket'")
+    lines = lake.read(spark, settings.lake, "order_lines").select("order_id", "product_id", "status", "quantity").toPandas()
+    sold = lines[(lines.status == "completed") & (lines.quantity > 0)]
+    baskets_with = sold.groupby("product_id")["order_id"].nunique()
+    min_count = rules.support_threshold(settings.rules.min_support, sold["order_id"].nunique())
+    # Judge the pairs whose planted strength makes them clearly frequent in this small world.
+    expected = planted.antecedent_product.map(baskets_with).fillna(0) * planted.strength
+    judged = planted[expected >= 2 * min_count]
+    assert len(judged) >= 5, f"only {len(judged)} planted pairs are frequent enough to judge: this test proves nothing"
+    top = shop.groupby("product_id")["recommended"].apply(set)
+    missing = [(a, c) for a, c in zip(judged.antecedent_product, judged.consequent_product) if c not in top.get(a, set())]
+    assert not missing
+
+
+def test_followup_bundles_and_category_rules_are_published(world: tuple[Settings, str]) -> None:
+    settings, _ = world
+    target = warehouse.open_warehouse(settings)
+    later = pd.DataFrame(target.query("SELECT antecedent, consequent, median_lag_days, lift FROM main.followup_rules"),
+                         columns=["antecedent", "consequent", "median_lag", "lift"])
+    planted = pd.read_csv(settings.truth / "complements.csv").query("kind == 'later'")
+    found = later.merge(planted, left_on=["antecedent", "consequent"], right_on=["antecedent_product", "consequent_product"])
+    # A planted follow-up raises the consequent's rate after the antecedent; an everyday consequent (coffee
+    # beans) can still show a lift near 1 in a small world, so most, not all, must show it.
+    assert len(found) >= 3 and (found.lift > 1).mean() >= 0.75
+    assert found.median_lag.between(found.lag_days_min, found.lag_days_max).mean() >= 0.5
+    bundles = target.query("SELECT rank, expected_margin, lift FROM main.bundles ORDER BY rank")
+    assert bundles and [b[0] for b in bundles] == list(range(1, len(bundles) + 1))
+    assert all(a[1] >= b[1] for a, b in zip(bundles, bundles[1:])) and all(b[2] >= settings.rules.bundles.min_lift for b in bundles)
+    levels = dict(target.query("SELECT level, count(*) FROM main.basket_rules GROUP BY level"))
+    assert levels.get("product", 0) > 0 and levels.get("category", 0) > 0
+
+
 def test_rerun_of_the_date_publishes_the_same_audience(world: tuple[Settings, str], spark: SparkSession) -> None:
     settings, content_hash = world
     before = audience(settings)
-    rules_before = warehouse.open_warehouse(settings).query("SELECT * FROM main.basket_rules ORDER BY antecedent, consequent")
+    rules_before = _rule_tables(settings)
     champions = {o["offer_id"]: tracking.champion(f"xsell_{o['offer_type'].replace('-', '_')}_{o['target']}").version
                  for o in OFFERS}
     features_before = {cutoff: lake.read(spark, settings.lake, "features").filter(f"cutoff = '{cutoff}'").collect()
@@ -102,7 +146,7 @@ def test_rerun_of_the_date_publishes_the_same_audience(world: tuple[Settings, st
         assert sorted(again) == sorted(rows), f"features as of {cutoff} changed on rerun"
     after = audience(settings)
     pd.testing.assert_frame_equal(before.drop(columns="run_id"), after.drop(columns="run_id"))
-    assert rules_before == warehouse.open_warehouse(settings).query("SELECT * FROM main.basket_rules ORDER BY antecedent, consequent")
+    assert rules_before == _rule_tables(settings)
     assert champions == {o["offer_id"]: tracking.champion(f"xsell_{o['offer_type'].replace('-', '_')}_{o['target']}").version
                          for o in OFFERS}, "retraining on the same data keeps the champion"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from itertools import combinations
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
@@ -73,29 +72,6 @@ def test_cancellations_take_back_the_latest_earlier_sales_first(spark: SparkSess
 def test_giant_baskets_are_left_out(spark: SparkSession) -> None:
     frame = lines(spark, [("O1", "C1", 0, p, 1, "completed") for p in ("P1", "P2", "P3")] + [("O2", "C1", 0, "P4", 1, "completed")])
     assert [r.order_id for r in baskets.build_baskets(frame, max_items=2).collect()] == ["O2"]
-
-
-def test_rule_metrics_match_counting_by_hand(spark: SparkSession) -> None:
-    transactions = [["a", "b"], ["a", "b", "c"], ["a", "c"], ["b", "c"], ["a", "b"], ["d"]]
-    frame = spark.createDataFrame([(f"O{i}", None, t) for i, t in enumerate(transactions)],
-                                  "order_id STRING, customer_id STRING, items ARRAY<STRING>")
-    rules = baskets.mine_rules(frame, min_support=0.3, min_confidence=0.5, run_date=D).collect()
-    n = len(transactions)
-
-    def support(items: set[str]) -> float:
-        return sum(items <= set(t) for t in transactions) / n
-
-    expected = {}
-    for x, y in combinations("abcd", 2):
-        for ante, cons in ((x, y), (y, x)):
-            both = support({ante, cons})
-            if both >= 0.3 and both / support({ante}) >= 0.5:
-                expected[(ante, cons)] = (both, both / support({ante}), both / (support({ante}) * support({cons})))
-    got = {(r.antecedent[0], r.consequent): (r.support, r.confidence, r.lift) for r in rules if len(r.antecedent) == 1}
-    assert got.keys() == expected.keys()
-    for key, values in expected.items():
-        assert got[key] == pytest.approx(values, abs=1e-12)
-    assert all(r.baskets == n for r in rules)
 
 
 # --- features ---------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
     xsell generate [--customers N] [--start D] [--end D] [--seed S] [--dirty-share F] [--format csv|parquet]
     xsell import FORMAT SOURCE [--landing DIR] [--hierarchy FILE]   # a public dataset into the landing zone
     xsell run --run-date D [--since D] [--env ENV]   # every stage in one process, for notebooks and debugging
+    xsell rules BASKETS_FILE --sep SEP --min-support S --min-confidence C [--min-len N] [--max-len N]
+                [--level category --hierarchy FILE] --out rules.csv   # association rules of a basket file
 """
 
 from __future__ import annotations
@@ -60,6 +62,69 @@ def _run(args: argparse.Namespace) -> None:
     score_publish.run(spark, settings, args.run_date, run_id=run_id)
 
 
+def _rules(args: argparse.Namespace) -> None:
+    import json
+
+    from xsell import rules
+    from xsell.spark import session
+
+    source = Path(args.baskets)
+    if not source.is_file():
+        _fail("rules", f"{source}: no such basket file")
+    if args.level == "category" and not args.hierarchy:
+        args.parser.error("--level category needs --hierarchy FILE (a CSV: item column, then its category column)")
+    try:
+        support = float(args.min_support)
+        rules.support_threshold(support, 1)
+    except ValueError as error:
+        args.parser.error(f"--min-support {args.min_support}: {error}")
+    spark = session(load_settings(args.env), "xsell-rules")
+    baskets = rules.read_basket_file(spark, str(source.resolve()), sep=args.sep)
+    if args.level == "category":
+        hierarchy = _read_hierarchy(spark, Path(args.hierarchy), args.hierarchy_column)
+        baskets = rules.to_level(baskets, hierarchy)
+    try:
+        found, mined = rules.mine_rules(
+            baskets, min_support=support, min_confidence=args.min_confidence, min_len=args.min_len,
+            max_len=args.max_len, consequents=_items(args.consequents), antecedents=_items(args.antecedents),
+            excluded=_items(args.exclude) or (), max_items=args.max_items, budget=args.budget,
+            adaptive=args.adaptive, fdr=args.fdr)
+    except rules.RuleBudgetExceeded as error:
+        _fail("rules", str(error))
+    out = found.assign(antecedent=found["antecedent"].map(lambda items: json.dumps(list(items), ensure_ascii=False)),
+                       consequent=found["consequent"].map(lambda item: json.dumps([item], ensure_ascii=False)))
+    out.to_csv(args.out, index=False, lineterminator="\n")
+    counts = mined.baskets
+    raised = f" (raised from {mined.requested_min_count} to keep within the budget)" if mined.support_raised else ""
+    print(f"xsell rules: {len(found)} rules from {len(mined.itemsets)} itemsets of {counts.kept} baskets "
+          f"({counts.empty} empty, {counts.oversized} oversized left out), min count {mined.min_count}{raised} "
+          f"-> {args.out}")
+
+
+def _items(value: str | None) -> list[str] | None:
+    return [item for item in value.split(",") if item] if value else None
+
+
+def _read_hierarchy(spark, path: Path, column: str | None):
+    """``item, level_item`` from a CSV with a header: the first column, and ``column`` (default: the second)."""
+    import pandas as pd
+
+    if not path.is_file():
+        _fail("rules", f"{path}: no such hierarchy file")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    parent = column or (table.columns[1] if len(table.columns) > 1 else None)
+    if parent not in table.columns:
+        _fail("rules", f"{path}: no column {parent!r} (columns: {', '.join(table.columns)})")
+    pairs = table[[table.columns[0], parent]].drop_duplicates()
+    return spark.createDataFrame(pairs.rename(columns={table.columns[0]: "item", parent: "level_item"}),
+                                 "item STRING, level_item STRING")
+
+
+def _fail(command: str, message: str) -> None:
+    print(f"xsell {command}: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
 def _summary(args: argparse.Namespace) -> None:
     from xsell import warehouse
 
@@ -113,6 +178,28 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--since", type=dt.date.fromisoformat, default=None, help="validate landed days from here")
     run.add_argument("--run-id", default=None)
     run.set_defaults(handler=_run)
+
+    mine = commands.add_parser("rules", help="association rules of a basket file (one basket per line) to a CSV")
+    mine.add_argument("baskets", help="one basket per line, items separated by --sep and kept exactly as written")
+    mine.add_argument("--sep", default=",", help="item separator (default: ,)")
+    mine.add_argument("--min-support", required=True,
+                      help="below 1: a fraction of the baskets (rounded up); 1 or more: a number of baskets")
+    mine.add_argument("--min-confidence", type=float, required=True)
+    mine.add_argument("--min-len", type=int, default=2, help="fewest items in a rule (antecedent + consequent)")
+    mine.add_argument("--max-len", type=int, default=None, help="most items in a rule (default: no limit)")
+    mine.add_argument("--level", choices=("item", "category"), default="item")
+    mine.add_argument("--hierarchy", default=None, help="CSV with a header: the item column first, then its levels")
+    mine.add_argument("--hierarchy-column", default=None, help="the category column (default: the second)")
+    mine.add_argument("--consequents", default=None, help="only rules with one of these consequents (comma separated)")
+    mine.add_argument("--antecedents", default=None, help="only rules whose antecedent items are all among these")
+    mine.add_argument("--exclude", default=None, help="items never mined (comma separated)")
+    mine.add_argument("--max-items", type=int, default=None, help="baskets with more items are left out and counted")
+    mine.add_argument("--budget", type=int, default=1_000_000, help="most itemsets (default 1,000,000)")
+    mine.add_argument("--no-adaptive", dest="adaptive", action="store_false",
+                      help="fail with 'rule budget exceeded' instead of raising the support")
+    mine.add_argument("--fdr", type=float, default=0.05, help="Benjamini-Hochberg level of `significant`")
+    mine.add_argument("--out", required=True, help="the CSV to write")
+    mine.set_defaults(handler=_rules, parser=mine)
 
     summary = commands.add_parser("summary", help="print what a run published")
     summary.add_argument("--run-date", type=dt.date.fromisoformat, required=True)

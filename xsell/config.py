@@ -68,11 +68,44 @@ class ValidationSettings(_Section):
         return value
 
 
+class FollowupSettings(_Section):
+    """"Bought later": B first bought between ``min_lag_days`` and ``max_lag_days`` after A was first bought."""
+
+    min_lag_days: int = Field(1, ge=0)
+    max_lag_days: int = Field(90, ge=1)
+    min_customers: int = Field(10, ge=1)
+    min_confidence: float = Field(0.02, ge=0, le=1)
+
+
+class BundleSettings(_Section):
+    max_size: int = Field(3, ge=2, le=3)
+    min_lift: float = Field(1.5, gt=0)
+    top: int = Field(50, ge=1)
+
+
 class RuleSettings(_Section):
     lookback_days: int = Field(365, ge=1)
-    min_support: float = Field(0.002, gt=0, le=1)
+    # Below 1: a fraction of the baskets (rounded up); 1 or more: a number of baskets.
+    min_support: float = Field(0.002, gt=0)
     min_confidence: float = Field(0.05, ge=0, le=1)
+    max_len: int = Field(4, ge=2)
     max_basket_items: int = Field(50, ge=2)
+    excluded_items: tuple[str, ...] = ()
+    max_itemsets: int = Field(1_000_000, ge=1)
+    adaptive_support: bool = True
+    fdr: float = Field(0.05, gt=0, le=1)
+    levels: tuple[Literal["product", "category"], ...] = ("product", "category")
+    restrict_to_offers: bool = False
+    bought_together_top: int = Field(10, ge=1)
+    followup: FollowupSettings = FollowupSettings()
+    bundles: BundleSettings = BundleSettings()
+
+    @field_validator("min_support")
+    @classmethod
+    def _fraction_or_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("a fraction below 1 or a whole number of baskets")
+        return value
 
 
 class ModelSettings(_Section):

@@ -100,7 +100,7 @@ def rule_feature(rules: DataFrame, order_lines: DataFrame, products: DataFrame, 
     target_column = "category" if offer.offer_type == CROSS_SELL else "family"
     targets = products.filter(F.col(target_column) == offer.target).select(F.col("product_id").alias("consequent"))
     strongest = (
-        rules.filter(F.size("antecedent") == 1)
+        rules.filter((F.col("level") == "product") & (F.size("antecedent") == 1))
         .join(targets, on="consequent", how="inner")
         .select(F.col("antecedent")[0].alias("product_id"), "consequent", "lift")
     )

@@ -171,6 +171,10 @@ def _mine_groups(min_count: int, max_len: int, budget: int, group_of: dict[int, 
 
         group = key[0].as_py()
         transactions = Counter(map(tuple, table.column("items").to_pylist()))
+        # pyfim leaves out the itemsets made only of items present in every transaction (they extend
+        # the empty set perfectly, and the empty set is not reported): one empty transaction more
+        # changes no count and makes no item universal.
+        transactions[()] += 1
         supp = -min_count  # pyfim: a negative support is an absolute count
         over = _over_budget(transactions, min_count, max_len, budget, supp)
         if over is not None:
@@ -371,7 +375,7 @@ def _measures(rules: pd.DataFrame, count_of: dict[frozenset, int], *, baskets: i
     n_y = rules["consequent_count"].to_numpy(dtype="float64")
     s_x, s_y, s_xy = n_x / n, n_y / n, n_xy / n
     confidence = n_xy / n_x
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         conviction = np.where(confidence < 1, (1 - s_y) / (1 - confidence), np.inf)
     fisher_p = hypergeom.sf(n_xy - 1, baskets, n_y, n_x) if len(rules) else np.array([])
     improvement = _improvement(rules, count_of)
@@ -451,3 +455,44 @@ def read_basket_file(spark, path: str, *, sep: str = ",") -> DataFrame:
 def _java_literal(sep: str) -> str:
     r"""``sep`` as a Java regular expression matching itself literally (``\Q...\E``)."""
     return r"\Q" + sep + r"\E"
+
+
+# --- what the shop and the CRM use -----------------------------------------------------------------
+def bundles(itemsets: pd.DataFrame, prices: pd.DataFrame, *, baskets: int, max_size: int = 3, min_lift: float = 1.5,
+            top: int = 50) -> pd.DataFrame:
+    """Frequent 2- to ``max_size``-item sets with ``lift`` (support over the product of the items'
+    supports) of at least ``min_lift``, priced from ``prices`` (``product_id, list_price, margin_rate``)
+    and ranked by ``expected_margin`` = support x the bundle's margin (margin per basket)."""
+    single = {items[0]: int(count) for items, count in zip(itemsets["items"], itemsets["count"]) if len(items) == 1}
+    price = dict(zip(prices["product_id"], prices["list_price"]))
+    margin = dict(zip(prices["product_id"], prices["list_price"] * prices["margin_rate"]))
+    rows = []
+    for items, count in zip(itemsets["items"], itemsets["count"]):
+        if not 2 <= len(items) <= max_size or not all(item in price for item in items):
+            continue
+        support = count / baskets
+        lift = support / math.prod(single[item] / baskets for item in items)
+        if lift >= min_lift:
+            bundle_margin = sum(margin[item] for item in items)
+            rows.append((list(items), len(items), int(count), support, lift, sum(price[item] for item in items),
+                         bundle_margin, support * bundle_margin))
+    found = pd.DataFrame(rows, columns=["products", "size", "basket_count", "support", "lift", "list_price", "margin",
+                                        "expected_margin"])
+    found["_key"] = found["products"].map(tuple)
+    found = found.sort_values(["expected_margin", "lift", "_key"], ascending=[False, False, True], kind="stable")
+    found = found.drop(columns="_key").head(top).reset_index(drop=True)
+    found["rank"] = np.arange(1, len(found) + 1, dtype="int32")
+    return found
+
+
+def bought_together(rules: pd.DataFrame, *, top: int = 10) -> pd.DataFrame:
+    """Per product, the ``top`` consequents of its significant single-item rules with a lift above 1,
+    by confidence then lift: ``product_id, rank, recommended_product_id, confidence, lift, support``."""
+    single = rules[(rules["antecedent"].map(len) == 1) & rules["significant"] & (rules["lift"] > 1)]
+    frame = single.assign(product_id=single["antecedent"].map(lambda items: items[0]))
+    frame = frame.sort_values(["product_id", "confidence", "lift", "consequent"],
+                              ascending=[True, False, False, True], kind="stable")
+    frame["rank"] = frame.groupby("product_id").cumcount() + 1
+    frame = frame[frame["rank"] <= top]
+    return frame.rename(columns={"consequent": "recommended_product_id"})[
+        ["product_id", "rank", "recommended_product_id", "confidence", "lift", "support"]].reset_index(drop=True)

@@ -61,10 +61,6 @@ VALIDATION_RUNS_DDL = (
     "rows_quarantined BIGINT, rows_excluded BIGINT, quarantined_by_rule STRING, excluded_by_reason STRING, "
     "gate_passed BOOLEAN"
 )
-BASKET_RULES_DDL = (
-    "run_date DATE, antecedent ARRAY<STRING>, consequent STRING, antecedent_support DOUBLE, "
-    "consequent_support DOUBLE, support DOUBLE, confidence DOUBLE, lift DOUBLE, baskets BIGINT"
-)
 
 # --- warehouse tables -----------------------------------------------------------------------------
 #: The export contract: the only columns that may ever reach the published audience table.
@@ -85,18 +81,82 @@ AUDIENCE_COLUMNS = (
 )
 AUDIENCE_KEY = ("run_date", "offer_id", "customer_id")
 
+#: Association rules ``antecedent -> consequent`` (one consequent) per run date and level (product or
+#: category). ``antecedent`` is a JSON array of item ids; supports are fractions of ``baskets``;
+#: ``min_count`` is the support used, in baskets (higher than configured when the budget raised it).
 BASKET_RULES_COLUMNS = (
     ("run_date", "DATE"),
+    ("level", "VARCHAR"),
     ("antecedent", "VARCHAR"),
     ("consequent", "VARCHAR"),
+    ("antecedent_count", "BIGINT"),
+    ("consequent_count", "BIGINT"),
+    ("rule_count", "BIGINT"),
+    ("baskets", "BIGINT"),
     ("antecedent_support", "DOUBLE PRECISION"),
     ("consequent_support", "DOUBLE PRECISION"),
     ("support", "DOUBLE PRECISION"),
     ("confidence", "DOUBLE PRECISION"),
     ("lift", "DOUBLE PRECISION"),
-    ("baskets", "BIGINT"),
+    ("leverage", "DOUBLE PRECISION"),
+    ("conviction", "DOUBLE PRECISION"),
+    ("jaccard", "DOUBLE PRECISION"),
+    ("kulczynski", "DOUBLE PRECISION"),
+    ("fisher_p", "DOUBLE PRECISION"),
+    ("fisher_q", "DOUBLE PRECISION"),
+    ("significant", "BOOLEAN"),
+    ("improvement", "DOUBLE PRECISION"),
+    ("redundant", "BOOLEAN"),
+    ("min_count", "BIGINT"),
 )
-BASKET_RULES_KEY = ("run_date", "antecedent", "consequent")
+BASKET_RULES_KEY = ("run_date", "level", "antecedent", "consequent")
+
+#: "Bought later": customers who first bought ``consequent`` between the configured lags after first
+#: buying ``antecedent``. Supports are fractions of ``customers``.
+FOLLOWUP_RULES_COLUMNS = (
+    ("run_date", "DATE"),
+    ("antecedent", "VARCHAR"),
+    ("consequent", "VARCHAR"),
+    ("antecedent_customers", "BIGINT"),
+    ("consequent_customers", "BIGINT"),
+    ("followup_customers", "BIGINT"),
+    ("customers", "BIGINT"),
+    ("support", "DOUBLE PRECISION"),
+    ("confidence", "DOUBLE PRECISION"),
+    ("lift", "DOUBLE PRECISION"),
+    ("median_lag_days", "DOUBLE PRECISION"),
+    ("min_lag_days", "INTEGER"),
+    ("max_lag_days", "INTEGER"),
+)
+FOLLOWUP_RULES_KEY = ("run_date", "antecedent", "consequent")
+
+#: Bundles: frequent 2- and 3-product sets with a high lift, ranked by expected margin per basket
+#: (``support`` x ``margin``). ``products`` is a JSON array of product ids.
+BUNDLES_COLUMNS = (
+    ("run_date", "DATE"),
+    ("products", "VARCHAR"),
+    ("size", "INTEGER"),
+    ("basket_count", "BIGINT"),
+    ("support", "DOUBLE PRECISION"),
+    ("lift", "DOUBLE PRECISION"),
+    ("list_price", "DOUBLE PRECISION"),
+    ("margin", "DOUBLE PRECISION"),
+    ("expected_margin", "DOUBLE PRECISION"),
+    ("rank", "INTEGER"),
+)
+BUNDLES_KEY = ("run_date", "products")
+
+#: The web shop's "bought together" list: per product, the best consequents of its single-product rules.
+BOUGHT_TOGETHER_COLUMNS = (
+    ("run_date", "DATE"),
+    ("product_id", "VARCHAR"),
+    ("rank", "INTEGER"),
+    ("recommended_product_id", "VARCHAR"),
+    ("confidence", "DOUBLE PRECISION"),
+    ("lift", "DOUBLE PRECISION"),
+    ("support", "DOUBLE PRECISION"),
+)
+BOUGHT_TOGETHER_KEY = ("run_date", "product_id", "rank")
 
 #: One row per publish attempt, written in the same transaction as the audience (or, for a blocked
 #: attempt, on its own after the rollback).

@@ -31,6 +31,9 @@ log = logging.getLogger("xsell.warehouse")
 
 AUDIENCES = "audiences"
 BASKET_RULES = "basket_rules"
+FOLLOWUP_RULES = "followup_rules"
+BUNDLES = "bundles"
+BOUGHT_TOGETHER = "bought_together"
 AUDIENCE_RUNS = "audience_runs"
 VALIDATION_RUNS = "validation_runs"
 CRM_VIEW = "crm_audience_current"
@@ -39,6 +42,9 @@ CRM_VIEW = "crm_audience_current"
 TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
     AUDIENCES: (schemas.AUDIENCE_COLUMNS, schemas.AUDIENCE_KEY),
     BASKET_RULES: (schemas.BASKET_RULES_COLUMNS, schemas.BASKET_RULES_KEY),
+    FOLLOWUP_RULES: (schemas.FOLLOWUP_RULES_COLUMNS, schemas.FOLLOWUP_RULES_KEY),
+    BUNDLES: (schemas.BUNDLES_COLUMNS, schemas.BUNDLES_KEY),
+    BOUGHT_TOGETHER: (schemas.BOUGHT_TOGETHER_COLUMNS, schemas.BOUGHT_TOGETHER_KEY),
     AUDIENCE_RUNS: (schemas.AUDIENCE_RUNS_COLUMNS, ("run_date", "run_id")),
     VALIDATION_RUNS: (schemas.VALIDATION_RUNS_COLUMNS, schemas.VALIDATION_RUNS_KEY),
 }
