@@ -62,6 +62,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,6 +81,7 @@ LABELS = {INSTACART: "Instacart user histories", ONLINE_RETAIL: "Online Retail"}
 ENVS = {INSTACART: "", ONLINE_RETAIL: "online_retail"}
 POPULARITY, RULES, BOUGHT_TOGETHER = "popularity", "rules", "bought_together"
 METRICS = ("hit", "precision", "recall", "map")
+BOOTSTRAP = 2000  # resamples of the customers for the paired intervals
 
 
 @dataclass
@@ -236,21 +238,37 @@ def evaluate(spark, split: Split, settings: Settings, *, dataset: str, min_suppo
         BOUGHT_TOGETHER: RuleScorer(published["product_id"].map(lambda item: (item,)),
                                     published["recommended_product_id"], published["confidence"], published["lift"]),
     }
-    totals = {method: Counter() for method in (POPULARITY, *scorers)}
+    per_customer: dict[str, list[dict[str, float]]] = {method: [] for method in (POPULARITY, *scorers)}
     for customer, targets in split.targets.items():
         history = split.history[customer]
         recommended, _ = recommend(history, {}, popular, count_of)
-        totals[POPULARITY].update(quality(recommended, targets))
+        per_customer[POPULARITY].append(quality(recommended, targets))
         for method, scorer in scorers.items():
             recommended, from_rules = recommend(history, scorer.scores(history), popular, count_of)
-            totals[method].update({**quality(recommended, targets), "from_rules": from_rules})
-    customers = len(split.targets)
-    methods = {method: {key: value / customers for key, value in total.items()} for method, total in totals.items()}
-    notes = [f"{mined.baskets.oversized:,} baskets over {settings.rules.max_basket_items} items and "
+            per_customer[method].append({**quality(recommended, targets), "from_rules": from_rules})
+    frames = {method: pd.DataFrame(rows) for method, rows in per_customer.items()}
+    methods = {method: frame.mean().to_dict() for method, frame in frames.items()}
+    intervals = {method: paired_interval(frames[method], frames[POPULARITY]) for method in scorers}
+    notes = ["; ".join(f"{method} minus popularity, 95% paired bootstrap interval: hit@10 "
+                       f"[{low['hit']:+.3f}, {high['hit']:+.3f}], MAP@10 [{low['map']:+.4f}, {high['map']:+.4f}]"
+                       for method, (low, high) in intervals.items()),
+             f"{mined.baskets.oversized:,} baskets over {settings.rules.max_basket_items} items and "
              f"{mined.baskets.empty:,} empty ones left out of mining; {len(published):,} bought_together pairs",
              *mined.notes]
-    return Result(LABELS[dataset], customers, mined.baskets.kept, mined.min_count / mined.baskets.kept,
-                  mined.min_count, min_confidence, len(mined_rules), mining_s, methods, notes)
+    if mined.support_raised:
+        notes.append(f"the itemset budget raised the minimum count from {mined.requested_min_count} to {mined.min_count}")
+    return Result(LABELS[dataset], len(split.targets), mined.baskets.kept, min_support, mined.min_count, min_confidence, len(mined_rules), mining_s, methods, notes)
+
+
+def paired_interval(method: pd.DataFrame, baseline: pd.DataFrame, *, resamples: int = BOOTSTRAP,
+                    seed: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+    """2.5% and 97.5% quantiles of the mean per-customer difference, customers resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    difference = (method[list(METRICS)] - baseline[list(METRICS)]).to_numpy()
+    draws = rng.integers(0, len(difference), size=(resamples, len(difference)))
+    means = difference[draws].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975], axis=0)
+    return dict(zip(METRICS, low)), dict(zip(METRICS, high))
 
 
 # --- the report ---------------------------------------------------------------------------------------
