@@ -37,7 +37,10 @@ items ``T``; targets ``T - H`` (cross-sell: new items only); customers with no t
 Metrics at ``K = 10``, averaged over the customers: hit rate (at least one target recommended),
 precision (targets recommended / K), recall (targets recommended / |targets|) and MAP (average precision
 normalised by min(|targets|, K)). ``from rules`` is the mean number of the K slots filled by rules
-rather than by the popularity top-up.
+rather than by the popularity top-up. The notes give, per rule recommender, a 95% paired bootstrap
+interval of its difference from popularity (customers resampled, 2,000 times), and the share of rules
+whose itemset was bought by one customer only (a guest invoice counts as its own customer): such a rule
+describes one customer's habit, not an association across customers.
 
 Mining uses the pipeline's rule settings (``conf/base.yaml``, with the ``online_retail`` overlay for
 Online Retail): ``max_len``, ``max_basket_items`` (larger baskets are left out of mining), the itemset
@@ -89,6 +92,7 @@ class Split:
     """Mining baskets before the split, and per evaluated customer its history and its targets."""
 
     baskets: list[list[str]]
+    owners: list[str]  # who bought each basket: the customer, or the invoice itself for a guest
     history: dict[str, set[str]]
     targets: dict[str, set[str]]
     notes: list[str] = field(default_factory=list)
@@ -104,8 +108,8 @@ def instacart_split(shared: Path) -> Split:
     is_next = lines["order_number"] == lines.groupby("user_id")["order_number"].transform("max")
     before, after = lines[~is_next], lines[is_next]
     split = _split(before, after, basket="order_id")
-    split.notes.append(f"Instacart: user {cut_user} (the file's last, possibly cut short) left out; "
-                       f"{lines['user_id'].nunique()} users, {before['order_id'].nunique():,} history orders")
+    split.notes.insert(0, f"Instacart: user {cut_user} (the file's last, possibly cut short) left out; "
+                          f"{lines['user_id'].nunique()} users, {before['order_id'].nunique():,} history orders")
     return split
 
 
@@ -133,22 +137,24 @@ def online_retail_split(shared: Path, cutoff: dt.date) -> Split:
              .sort_values(["customer", "invoice_ts", "InvoiceNo"]).drop_duplicates("customer"))
     after = known[known["InvoiceNo"].isin(first["InvoiceNo"])]
     split = _split(before, after, basket="InvoiceNo")
-    split.notes.append(f"Online Retail: {len(raw):,} lines read, {int((~is_purchase).sum()):,} dropped "
-                       f"(cancellations, adjustments, non-products, quantity <= 0); cutoff {cutoff}, data to "
-                       f"{lines['invoice_ts'].max():%Y-%m-%d}")
+    split.notes.insert(0, f"Online Retail: {len(raw):,} lines read, {int((~is_purchase).sum()):,} dropped "
+                          f"(cancellations, adjustments, non-products, quantity <= 0); cutoff {cutoff}, data to "
+                          f"{lines['invoice_ts'].max():%Y-%m-%d}")
     return split
 
 
 def _split(before: pd.DataFrame, after: pd.DataFrame, *, basket: str) -> Split:
     """Baskets of ``before``; histories from ``before``'s customers, targets from ``after``'s."""
-    baskets = before.groupby(basket)["item"].agg(lambda items: sorted(set(items))).tolist()
+    grouped = before.groupby(basket).agg(items=("item", lambda items: sorted(set(items))),
+                                         customer=("customer", "first"))
+    owners = [customer or f"guest {key}" for key, customer in zip(grouped.index.astype(str), grouped["customer"])]
     history = before[before["customer"] != ""].groupby("customer")["item"].agg(set).to_dict()
     nxt = after.groupby("customer")["item"].agg(set).to_dict()
     targets = {customer: nxt[customer] - history[customer] for customer in nxt if customer in history}
     empty = sum(1 for new in targets.values() if not new)
-    split = Split(baskets, history, {customer: new for customer, new in targets.items() if new})
-    split.notes.append(f"{len(targets):,} customers with a history and a next order, {empty:,} skipped (no new item)")
-    return split
+    kept = {customer: new for customer, new in targets.items() if new}
+    note = f"{len(targets):,} customers with a history and a next order, {empty:,} skipped (no new item)"
+    return Split(grouped["items"].tolist(), owners, history, kept, [note])
 
 
 # --- the recommenders -------------------------------------------------------------------------------
@@ -252,12 +258,33 @@ def evaluate(spark, split: Split, settings: Settings, *, dataset: str, min_suppo
     notes = ["; ".join(f"{method} minus popularity, 95% paired bootstrap interval: hit@10 "
                        f"[{low['hit']:+.3f}, {high['hit']:+.3f}], MAP@10 [{low['map']:+.4f}, {high['map']:+.4f}]"
                        for method, (low, high) in intervals.items()),
+             f"{single_customer_share(mined_rules, split):.0%} of the rules have an itemset bought by one customer "
+             "only",
              f"{mined.baskets.oversized:,} baskets over {settings.rules.max_basket_items} items and "
              f"{mined.baskets.empty:,} empty ones left out of mining; {len(published):,} bought_together pairs",
              *mined.notes]
     if mined.support_raised:
-        notes.append(f"the itemset budget raised the minimum count from {mined.requested_min_count} to {mined.min_count}")
-    return Result(LABELS[dataset], len(split.targets), mined.baskets.kept, min_support, mined.min_count, min_confidence, len(mined_rules), mining_s, methods, notes)
+        notes.append(f"the itemset budget raised the minimum count from {mined.requested_min_count} "
+                     f"to {mined.min_count}")
+    return Result(LABELS[dataset], len(split.targets), mined.baskets.kept, min_support, mined.min_count,
+                  min_confidence, len(mined_rules), mining_s, methods, notes)
+
+
+def single_customer_share(mined_rules: pd.DataFrame, split: Split) -> float:
+    """Share of the rules whose itemset (antecedent and consequent) is in the baskets of one customer only."""
+    holding: dict[str, set[int]] = defaultdict(set)
+    for index, basket in enumerate(split.baskets):
+        for item in basket:
+            holding[item].add(index)
+    owners: dict[frozenset, int] = {}
+    single = 0
+    for antecedent, consequent in zip(mined_rules["antecedent"], mined_rules["consequent"]):
+        itemset = frozenset((*antecedent, consequent))
+        if itemset not in owners:
+            baskets = set.intersection(*(holding[item] for item in itemset))
+            owners[itemset] = len({split.owners[index] for index in baskets})
+        single += owners[itemset] == 1
+    return single / max(len(mined_rules), 1)
 
 
 def paired_interval(method: pd.DataFrame, baseline: pd.DataFrame, *, resamples: int = BOOTSTRAP,
@@ -314,7 +341,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shared-data", type=Path, default=os.environ.get("XSELL_SHARED_DATA"),
                         help="the shared data folder (default: $XSELL_SHARED_DATA)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--instacart-support", type=float, nargs="+", default=[0.002, 0.001])
+    parser.add_argument("--instacart-support", type=float, nargs="+", default=[0.005, 0.002, 0.001])
     parser.add_argument("--instacart-confidence", type=float, default=0.01)
     parser.add_argument("--online-retail-support", type=float, nargs="+", default=[0.01, 0.005])
     parser.add_argument("--online-retail-confidence", type=float, default=0.01)

@@ -80,6 +80,20 @@ def test_groceries_itemsets_and_rules_equal_mlxtend(spark: SparkSession, shared_
 
 
 @pytest.mark.shared_data
+def test_mining_for_given_consequents_gives_the_same_rules_as_mining_everything(spark: SparkSession,
+                                                                                shared_data: Path) -> None:
+    baskets = rules.read_basket_file(spark, str(shared_data / "groceries" / "groceries.csv"), sep=",")
+    targets = ["whole milk", "yogurt", "bottled beer", "soda"]
+    everything, full = rules.mine_rules(baskets, min_support=0.003, min_confidence=0.05)
+    targeted, mined = rules.mine_rules(baskets, min_support=0.003, min_confidence=0.05, consequents=targets)
+    # BH depends on the set of rules tested, so fisher_q and significant differ by design.
+    same = [column for column in rules.RULE_COLUMNS if column not in ("fisher_q", "significant")]
+    expected = everything[everything["consequent"].isin(targets)][same].reset_index(drop=True)
+    pd.testing.assert_frame_equal(targeted[same].reset_index(drop=True), expected, check_exact=False, rtol=1e-12)
+    assert len(expected) > 500 and len(mined.itemsets) < len(full.itemsets)  # mined only what is needed
+
+
+@pytest.mark.shared_data
 def test_groceries_category_level_equals_mlxtend_on_mapped_baskets(spark: SparkSession, shared_data: Path) -> None:
     hierarchy = pd.read_csv(shared_data / "groceries" / "groceries_item_hierarchy.csv")
     parent = dict(zip(hierarchy["labels"], hierarchy["level2"]))

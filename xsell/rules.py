@@ -264,8 +264,12 @@ def _frequent_items(prepared: DataFrame, min_count: int) -> list[tuple[str, int]
 def mine_itemsets(baskets: DataFrame, *, min_support: float, max_len: int | None = None,
                   excluded: Sequence[str] = (), max_items: int | None = None, budget: int = 1_000_000,
                   adaptive: bool = True, max_attempts: int = 8, groups: int | None = None,
-                  items_col: str = "items") -> Mined:
+                  targets: Iterable[str] | None = None, items_col: str = "items") -> Mined:
     """All itemsets in at least ``support_threshold(min_support, kept baskets)`` baskets, with exact counts.
+
+    With ``targets``, only what rules with a target consequent need is mined: the itemsets holding a
+    target (the targets are ranked last, so only their groups are mined) and, counted in one more pass
+    over the baskets, the target-free antecedents of those itemsets.
 
     ``max_len`` caps the items per itemset. Over ``budget`` itemsets, the support is doubled (at most
     ``max_attempts`` times) when ``adaptive``, else :class:`RuleBudgetExceeded` is raised; the
@@ -278,20 +282,25 @@ def mine_itemsets(baskets: DataFrame, *, min_support: float, max_len: int | None
     try:
         return _mine_adaptively(prepared, min_support=min_support, max_len=max_len or 1_000_000, budget=budget,
                                 adaptive=adaptive, max_attempts=max_attempts,
-                                groups=groups or baskets.sparkSession.sparkContext.defaultParallelism)
+                                groups=groups or baskets.sparkSession.sparkContext.defaultParallelism,
+                                targets=frozenset(targets) if targets is not None else None)
     finally:
         prepared.unpersist()
 
 
 def _mine_adaptively(prepared: DataFrame, *, min_support: float, max_len: int, budget: int, adaptive: bool,
-                     max_attempts: int, groups: int) -> Mined:
+                     max_attempts: int, groups: int, targets: frozenset[str] | None) -> Mined:
     counts = count_baskets(prepared)
     kept = prepared.filter(F.col("basket_status") == KEPT).select("items")
     requested = support_threshold(min_support, counts.kept)
     min_count, notes = requested, []
     for attempt in range(1, max_attempts + 1):
         items = _frequent_items(kept, min_count)
-        itemsets, over = _mine_once(kept, items, min_count=min_count, max_len=max_len, budget=budget, groups=groups)
+        if targets is not None:
+            # Targets last: an itemset holds a target exactly when its highest-ranked item is one.
+            items = [pair for pair in items if pair[0] not in targets] + [pair for pair in items if pair[0] in targets]
+        itemsets, over = _mine_once(kept, items, min_count=min_count, max_len=max_len, budget=budget, groups=groups,
+                                    targets=targets)
         if over is None:
             log.info("%d itemsets from %d baskets at min count %d (attempt %d)", len(itemsets), counts.kept, min_count, attempt)
             return Mined(itemsets, counts, min_count, attempt, requested, notes)
@@ -307,15 +316,17 @@ def _mine_adaptively(prepared: DataFrame, *, min_support: float, max_len: int, b
 
 
 def _mine_once(kept: DataFrame, items: list[tuple[str, int]], *, min_count: int, max_len: int, budget: int,
-               groups: int) -> tuple[pd.DataFrame, int | None]:
+               groups: int, targets: frozenset[str] | None = None) -> tuple[pd.DataFrame, int | None]:
     names = [item for item, _ in items]
-    if not names:
+    owners = [rank for rank, item in enumerate(names) if targets is None or item in targets]
+    if not owners:
         return pd.DataFrame({"items": pd.Series([], dtype=object), "count": pd.Series([], dtype="int64")}), None
     if len(names) > budget:
         return pd.DataFrame(), len(names)
     ranks = {item: rank for rank, item in enumerate(names)}
+    groups = min(groups, len(owners))
     keys = _partition_keys(kept.sparkSession, groups)
-    group_of = {rank: keys[rank % groups] for rank in range(len(names))}
+    group_of = {rank: keys[position % groups] for position, rank in enumerate(owners)}
     prefixes = kept.mapInArrow(_emit_prefixes(ranks, groups, group_of), "grp INT, items ARRAY<INT>")
     result = (
         prefixes.repartition(groups, "grp")
@@ -329,7 +340,47 @@ def _mine_once(kept: DataFrame, items: list[tuple[str, int]], *, min_count: int,
     if over or len(counts) > budget:
         return pd.DataFrame(), max(over or [len(counts)])
     decoded = [tuple(sorted(names[r] for r in found)) for found in item_lists]
-    return pd.DataFrame({"items": decoded, "count": np.asarray(counts, dtype="int64")}), None
+    itemsets = pd.DataFrame({"items": decoded, "count": np.asarray(counts, dtype="int64")})
+    if targets is None:
+        return itemsets, None
+    return pd.concat([itemsets, _count_antecedents(kept, decoded, items, targets)], ignore_index=True), None
+
+
+def _count_antecedents(kept: DataFrame, itemsets: list[tuple[str, ...]], items: list[tuple[str, int]],
+                       targets: frozenset[str]) -> pd.DataFrame:
+    """Exact counts of the target-free antecedents of rules ``X -> target`` (one pass over the baskets)."""
+    item_count = dict(items)
+    wanted = sorted({
+        tuple(item for item in itemset if item != consequent)
+        for itemset in itemsets for consequent in itemset
+        if consequent in targets and len(itemset) > 1 and not targets.intersection(set(itemset) - {consequent})
+    })
+    singles = [(candidate, item_count[candidate[0]]) for candidate in wanted if len(candidate) == 1]
+    larger = [candidate for candidate in wanted if len(candidate) > 1]
+    found = singles + (_count_sets(kept, larger) if larger else [])
+    return pd.DataFrame({"items": [items_ for items_, _ in found], "count": np.asarray([c for _, c in found], dtype="int64")})
+
+
+def _count_sets(kept: DataFrame, candidates: list[tuple[str, ...]]) -> list[tuple[tuple[str, ...], int]]:
+    """How many baskets hold each candidate itemset: a mapInArrow of partial counts, summed by Spark."""
+    by_first: dict[str, list[int]] = {}
+    for index, candidate in enumerate(candidates):
+        by_first.setdefault(candidate[0], []).append(index)
+
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        totals: Counter = Counter()
+        for batch in batches:
+            for basket in batch.column(0).to_pylist():
+                held = set(basket)
+                for item in held.intersection(by_first):
+                    for index in by_first[item]:
+                        if held.issuperset(candidates[index]):
+                            totals[index] += 1
+        yield pa.RecordBatch.from_arrays([pa.array(list(totals), pa.int32()), pa.array(list(totals.values()), pa.int64())],
+                                         names=["candidate", "count"])
+
+    summed = kept.mapInArrow(count, "candidate INT, count BIGINT").groupBy("candidate").agg(F.sum("count").alias("count"))
+    return [(candidates[row["candidate"]], int(row["count"])) for row in summed.collect()]
 
 
 # --- rules and their measures ----------------------------------------------------------------------
@@ -430,15 +481,18 @@ def mine_rules(baskets: DataFrame, *, min_support: float, min_confidence: float,
                fdr: float = 0.05, groups: int | None = None, items_col: str = "items") -> tuple[pd.DataFrame, Mined]:
     """Itemsets then rules, in one call: see :func:`mine_itemsets` and :func:`generate_rules`.
 
-    When both ``consequents`` and ``antecedents`` are given, items in neither are dropped from the
-    baskets before mining (they can be in no rule), so only what is needed is mined.
+    With ``consequents``, only the itemsets those rules need are mined (see :func:`mine_itemsets`);
+    when ``antecedents`` are given too, items in neither list are dropped from the baskets first.
     """
+    consequents = sorted(set(consequents)) if consequents is not None else None
+    antecedents = sorted(set(antecedents)) if antecedents is not None else None
     frame = baskets
     if consequents is not None and antecedents is not None:
         useful = sorted(set(consequents) | set(antecedents))
         frame = baskets.withColumn(items_col, F.filter(F.col(items_col), lambda item: item.isin(useful)))
     mined = mine_itemsets(frame, min_support=min_support, max_len=max_len, excluded=excluded, max_items=max_items,
-                          budget=budget, adaptive=adaptive, groups=groups, items_col=items_col)
+                          budget=budget, adaptive=adaptive, groups=groups, items_col=items_col,
+                          targets=consequents)
     rules = generate_rules(mined.itemsets, baskets=mined.baskets.kept, min_confidence=min_confidence,
                            min_len=min_len, consequents=consequents, antecedents=antecedents, fdr=fdr)
     return rules, mined
