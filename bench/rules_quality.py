@@ -44,8 +44,8 @@ describes one customer's habit, not an association across customers.
 
 Mining uses the pipeline's rule settings (``conf/base.yaml``, with the ``online_retail`` overlay for
 Online Retail): ``max_len``, ``max_basket_items`` (larger baskets are left out of mining), the itemset
-budget and the FDR of ``significant``. Support and confidence are arguments; the table reports the
-support actually used (the budget may raise it).
+budget and the FDR of ``significant``. Support and confidence are arguments; the table gives the
+support asked for and the minimum basket count used (a note says so when the budget raised it).
 
     python bench/rules_quality.py --datasets instacart online-retail --out bench/results/rules_quality.md
 """
@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import SparkSession
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -85,6 +86,17 @@ ENVS = {INSTACART: "", ONLINE_RETAIL: "online_retail"}
 POPULARITY, RULES, BOUGHT_TOGETHER = "popularity", "rules", "bought_together"
 METRICS = ("hit", "precision", "recall", "map")
 BOOTSTRAP = 2000  # resamples of the customers for the paired intervals
+#: Written above the table, so that the results file says what was measured.
+PROTOCOL = (
+    "Per customer: history H = distinct items bought before the split, targets = items of the next order "
+    "not in H (customers with none are skipped). Rules are mined on the baskets before the split only. "
+    "**popularity**: the 10 items in most mined baskets, not in H. **rules**: candidates c not in H "
+    "scored by the best confidence of a rule X -> c with X in H (ties: lift, popularity), topped up with "
+    "popular items. **bought_together**: the same from `rules.bought_together(rules, top=10)`, the "
+    "shop's list. MAP@10 normalised by min(|targets|, 10); *from rules* = slots of 10 filled by rules. "
+    "Instacart: the last prior order of each user is predicted. Online Retail: each customer's first "
+    "invoice on or after the cutoff is predicted. See the docstring of bench/rules_quality.py."
+)
 
 
 @dataclass
@@ -100,6 +112,7 @@ class Split:
 
 # --- the splits -------------------------------------------------------------------------------------
 def instacart_split(shared: Path) -> Split:
+    """Each user's last prior order against the earlier ones (see the module docstring)."""
     path = shared / "instacart_sample" / "user_history" / "df_sample.csv"
     lines = pd.read_csv(path, usecols=["order_id", "user_id", "order_number", "product_id"])
     cut_user = lines["user_id"].iloc[-1]
@@ -114,6 +127,7 @@ def instacart_split(shared: Path) -> Split:
 
 
 def online_retail_split(shared: Path, cutoff: dt.date) -> Split:
+    """Each customer's first invoice from ``cutoff`` on against the invoices before it."""
     files = sorted((shared / "online_retail" / "by-day").glob("*.csv"))
     if not files:
         raise SystemExit(f"no Online Retail CSVs under {shared / 'online_retail' / 'by-day'}")
@@ -201,6 +215,7 @@ def recommend(history: set[str], scores: dict[str, tuple[float, float]], popular
 
 
 def quality(recommended: list[str], targets: set[str]) -> dict[str, float]:
+    """Hit, precision, recall and average precision of the first ``K`` recommendations."""
     hits = [item in targets for item in recommended[:K]]
     found, precision_sum = 0, 0.0
     for rank, hit in enumerate(hits, start=1):
@@ -226,8 +241,9 @@ class Result:
     notes: list[str]
 
 
-def evaluate(spark, split: Split, settings: Settings, *, dataset: str, min_support: float,
-             min_confidence: float) -> Result:  # type: ignore[no-untyped-def]
+def evaluate(spark: SparkSession, split: Split, settings: Settings, *, dataset: str, min_support: float,
+             min_confidence: float) -> Result:
+    """Mine the split's baskets at ``min_support``, then score the three recommenders on its customers."""
     count_of = Counter(item for basket in split.baskets for item in basket)
     popular = sorted(count_of, key=lambda item: (-count_of[item], item))
     frame = spark.createDataFrame([(basket,) for basket in split.baskets], "items ARRAY<STRING>")
@@ -320,8 +336,9 @@ def table(results: list[Result]) -> list[str]:
 def _portable(argument: str) -> str:
     """``argument`` without the paths of this machine: the results file is committed."""
     shared = os.environ.get("XSELL_SHARED_DATA")
-    if shared and argument.startswith(shared.rstrip("/")):
-        return "$XSELL_SHARED_DATA" + argument[len(shared.rstrip("/")):]
+    shared = shared.rstrip("/") if shared else None
+    if shared and (argument == shared or argument.startswith(shared + "/")):
+        return "$XSELL_SHARED_DATA" + argument[len(shared):]
     if argument.startswith(str(REPO) + "/"):
         return argument[len(str(REPO)) + 1:]
     return argument
@@ -380,7 +397,7 @@ def main() -> None:
                 notes.append(f"{result.dataset}, min support {min_support}: mined in {result.mining_s:.1f} s; "
                              + "; ".join(result.notes))
         spark.stop()
-    lines = [header(), "", *table(results), "", *(f"- {note}" for note in notes)]
+    lines = [header(), "", PROTOCOL, "", *table(results), "", *(f"- {note}" for note in notes)]
     print("\n" + "\n".join(lines))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
