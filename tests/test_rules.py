@@ -253,3 +253,32 @@ def test_rules_cli_names_a_missing_file(tmp_path: Path, capsys) -> None:
         cli.main(["rules", str(tmp_path / "nope.txt"), "--min-support", "0.1", "--min-confidence", "0.5",
                   "--out", str(tmp_path / "r.csv")])
     assert stopped.value.code == 2 and "nope.txt: no such basket file" in capsys.readouterr().err
+
+
+def test_vectorised_prefix_emission_matches_the_definition() -> None:
+    """Each basket sends every group it touches its ranked items up to its last item of that group."""
+    import pyarrow as pa
+
+    def by_definition(names, group_of, baskets):
+        rank_of = {name: rank for rank, name in enumerate(names)}
+        out = []
+        for basket in baskets:
+            ranked = sorted(rank_of[item] for item in basket if item in rank_of)
+            for key in set(group_of.values()):
+                owned = [position for position, r in enumerate(ranked) if group_of.get(r) == key]
+                if owned:
+                    out.append((key, tuple(ranked[: owned[-1] + 1])))
+        return sorted(out)
+
+    rng = random.Random(1)
+    universe = [f"i{k}" for k in range(40)] + ["rare", "other"]
+    for trial in range(100):
+        names = universe[: rng.randint(1, 40)]
+        owners = [r for r in range(len(names)) if rng.random() < 0.7] or [0]
+        keys = rng.sample(range(100), rng.randint(1, 4))
+        group_of = {r: keys[i % len(keys)] for i, r in enumerate(owners)}
+        baskets = [rng.sample(universe, rng.randint(0, 8)) for _ in range(rng.randint(2, 30))]
+        batch = pa.RecordBatch.from_arrays([pa.array(baskets, pa.list_(pa.string()))], names=["items"]).slice(trial % 2)
+        got = [(key, tuple(items)) for out in rules._emit_prefixes(names, group_of)(iter([batch]))
+               for key, items in zip(out.column(0).to_pylist(), out.column(1).to_pylist())]
+        assert sorted(got) == by_definition(names, group_of, baskets[trial % 2:]), trial

@@ -32,6 +32,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -135,29 +136,46 @@ def _subset_counts(length: int, max_len: int) -> int:
     return sum(math.comb(length, k) for k in range(1, min(length, max_len) + 1))
 
 
-def _emit_prefixes(ranks: dict[str, int], groups: int, group_of: dict[int, int]):
+def _emit_prefixes(names: list[str], group_of: dict[int, int]):
     """mapInArrow function: each basket -> one ``(grp, items)`` row per group it touches, ``items``
-    being its ranked frequent items up to its last item of that group."""
+    being its ranked frequent items up to its last item of that group.
+
+    Vectorised over the whole Arrow batch (flattened items, one segment per basket): a Python loop
+    per basket took 4 of the 11 s of 1M baskets.
+    """
+    group_key = np.full(len(names), -1, dtype=np.int64)
+    for rank, key in group_of.items():
+        group_key[rank] = key
+    keys = sorted(set(group_of.values()))
 
     def emit(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        lookup = ranks.get
+        value_set = pa.array(names, pa.string())
         for batch in batches:
-            out_groups: list[int] = []
-            out_items: list[list[int]] = []
-            for basket in batch.column(0).to_pylist():
-                ranked = sorted(r for r in map(lookup, basket) if r is not None)
-                seen: set[int] = set()
-                for position in range(len(ranked) - 1, -1, -1):
-                    group = group_of.get(ranked[position])
-                    if group is None or group in seen:
-                        continue
-                    seen.add(group)
-                    out_groups.append(group)
-                    out_items.append(ranked[: position + 1])
-                    if len(seen) == groups:
-                        break
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(out_groups, pa.int32()), pa.array(out_items, pa.list_(pa.int32()))], names=["grp", "items"])
+            column = batch.column(0)
+            rank = pc.index_in(pc.list_flatten(column), value_set=value_set)
+            parent = pc.list_parent_indices(column).to_numpy()
+            known = rank.is_valid().to_numpy(zero_copy_only=False)
+            rank = rank.to_numpy(zero_copy_only=False)[known].astype(np.int64)
+            parent = parent[known]
+            order = np.lexsort((rank, parent))
+            rank, parent = rank[order], parent[order]
+            starts = np.flatnonzero(np.r_[True, parent[1:] != parent[:-1]]) if len(parent) else np.array([], np.int64)
+            lengths = np.diff(np.r_[starts, len(parent)])
+            groups_out, items_out = [], []
+            for key in keys:
+                owned = np.where(group_key[rank] == key, rank, -1)
+                last = np.repeat(np.maximum.reduceat(owned, starts), lengths) if len(starts) else owned
+                selected = (last >= 0) & (rank <= last)
+                kept_parent = parent[selected]
+                if not len(kept_parent):
+                    continue
+                boundaries = np.flatnonzero(np.r_[True, kept_parent[1:] != kept_parent[:-1]])
+                offsets = np.r_[boundaries, len(kept_parent)].astype(np.int32)
+                items_out.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(rank[selected].astype(np.int32))))
+                groups_out.append(np.full(len(boundaries), key, dtype=np.int32))
+            if groups_out:
+                yield pa.RecordBatch.from_arrays([pa.array(np.concatenate(groups_out)), pa.concat_arrays(items_out)],
+                                                 names=["grp", "items"])
 
     return emit
 
@@ -323,11 +341,10 @@ def _mine_once(kept: DataFrame, items: list[tuple[str, int]], *, min_count: int,
         return pd.DataFrame({"items": pd.Series([], dtype=object), "count": pd.Series([], dtype="int64")}), None
     if len(names) > budget:
         return pd.DataFrame(), len(names)
-    ranks = {item: rank for rank, item in enumerate(names)}
     groups = min(groups, len(owners))
     keys = _partition_keys(kept.sparkSession, groups)
     group_of = {rank: keys[position % groups] for position, rank in enumerate(owners)}
-    prefixes = kept.mapInArrow(_emit_prefixes(ranks, groups, group_of), "grp INT, items ARRAY<INT>")
+    prefixes = kept.mapInArrow(_emit_prefixes(names, group_of), "grp INT, items ARRAY<INT>")
     result = (
         prefixes.repartition(groups, "grp")
         .groupBy("grp")
