@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import logging
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
@@ -24,8 +29,7 @@ from pyspark.sql import functions as F
 
 from jobs import basket_rules as rules_job
 from jobs import features as feature_job
-from xsell import rules
-from xsell import baskets, features, inputs, model, offers, runtime, tracking
+from xsell import baskets, features, inputs, model, offers, plots, rules, runtime, tracking
 from xsell.config import Settings
 from xsell.spark import session
 
@@ -65,12 +69,23 @@ class Fitted:
     champion_auc: float | None
     train_rows: int
     positives: int
+    popularity_baseline: dict[str, float] = field(default_factory=dict)
+    deciles: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    example: pd.DataFrame | None = None
+
+
+def digest(frame: DataFrame) -> str:
+    """A content digest of a fold (rows and an order-free hash of every row): the same data gives the
+    same digest, so a run says exactly what it was trained and checked on."""
+    row = frame.agg(F.count("*").alias("rows"), F.sum(F.xxhash64(*frame.columns)).alias("hash")).first()
+    return f"{row['rows']}:{(row['hash'] or 0) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: DataFrame, *,
               feature_columns: list[str]) -> Fitted:
-    """Fit, score the out-of-time fold, and score the current champion on the same fold (Spark work
-    only: safe to run for several offers at once)."""
+    """Fit, score the out-of-time fold, score both baselines and the current champion on the same fold
+    (Spark work only: safe to run for several offers at once)."""
     import mlflow.spark
 
     train = model.with_balanced_weights(train).cache()
@@ -84,7 +99,11 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     base_rate = positives / rows
     scored = model.score(fitted, valid, base_rate=base_rate).cache()
     metrics = model.evaluate(scored)
-    rule_baseline = model.evaluate(scored.withColumn(model.SCORE, F.col("rule_lift")))
+    by_rule = scored.withColumn(model.SCORE, F.col("rule_lift"))
+    by_popularity = model.popularity_baseline(
+        train, valid, share_columns=[c for c in feature_columns if c.startswith("share__")])
+    tables = {"model": model.deciles(scored), "rule score": model.deciles(by_rule),
+              "popularity": model.deciles(by_popularity)}
     current = tracking.champion(offer.model_name)
     champion_auc = None
     if current is not None:
@@ -94,9 +113,36 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         except Exception as error:  # a champion built on other feature columns cannot score this fold
             log.warning("%s: champion v%s cannot score the fold (%s); treated as absent", offer.offer_id,
                         current.version, error)
+    result = Fitted(
+        offer, fitted, {**metrics, **model.decile_metrics(tables["model"]), model.BASE_RATE: base_rate},
+        model.evaluate(by_rule), champion_auc, rows, positives,
+        popularity_baseline=model.evaluate(by_popularity), deciles=tables,
+        digests={"train": digest(train.drop(model.WEIGHT)), "valid": digest(valid)},
+        example=valid.select(*feature_columns).limit(5).toPandas(),
+    )
     train.unpersist()
     scored.unpersist()
-    return Fitted(offer, fitted, {**metrics, model.BASE_RATE: base_rate}, rule_baseline, champion_auc, rows, positives)
+    return result
+
+
+BASELINE_METRICS = ("roc_auc", "pr_auc", "brier", "lift_top_decile", "capture_top_decile")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _code_version() -> str:
+    """The git commit of the code that trains (``unknown`` outside a git checkout)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                               cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return found.stdout.strip() if found.returncode == 0 else "unknown"
 
 
 def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: str, experiment_id: str,
@@ -106,7 +152,11 @@ def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: 
     import mlflow.spark
     import pyspark
 
+    import matplotlib.pyplot as plt
+    from mlflow.models import infer_signature
+
     offer, metrics = fitted.offer, fitted.metrics
+    train_cutoff, valid_cutoff, valid_end = feature_job.cutoffs(run_date, settings.model.horizon_days)
     if fitted.model is None:
         log.warning("%s: %d positive labels, fewer than %d: not trained", offer.offer_id, fitted.positives,
                     settings.model.min_positive_labels)
@@ -119,13 +169,29 @@ def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: 
             "horizon_days": settings.model.horizon_days, "train_rows": fitted.train_rows,
             "train_positives": fitted.positives, "features": ",".join(feature_columns),
         })
+        tracking.log_params({
+            "train_window": f"features before {train_cutoff}, labels [{train_cutoff}, {valid_cutoff})",
+            "valid_window": f"features before {valid_cutoff}, labels [{valid_cutoff}, {valid_end})",
+            "train_digest": fitted.digests["train"], "valid_digest": fitted.digests["valid"],
+            "xsell_version": _version("xsell"), "pyspark_version": pyspark.__version__,
+            "mlflow_version": mlflow.__version__, "code_version": _code_version(),
+        })
         mlflow.log_metrics(metrics)
-        mlflow.log_metrics({f"rule_baseline_{key}": value for key, value in fitted.rule_baseline.items()
-                            if key in ("roc_auc", "pr_auc", "lift_top_decile")})
+        for prefix, baseline in (("rule_baseline", fitted.rule_baseline), ("popularity_baseline", fitted.popularity_baseline)):
+            mlflow.log_metrics({f"{prefix}_{key}": value for key, value in baseline.items() if key in BASELINE_METRICS})
         if fitted.champion_auc is not None:
             mlflow.log_metric("champion_roc_auc_same_fold", fitted.champion_auc)
+        title = f"{offer.offer_id}, out of time ({valid_cutoff})"
+        for name, figure in (("gain_chart.png", plots.gain_chart(fitted.deciles, title=title)),
+                             ("calibration_curve.png", plots.calibration_curve(fitted.deciles["model"], title=title)),
+                             ("feature_importance.png", plots.feature_importance(model.feature_importance(fitted.model),
+                                                                                 title=offer.offer_id))):
+            mlflow.log_figure(figure, name)
+            plt.close(figure)
+        mlflow.log_dict({name: table for name, table in fitted.deciles.items()}, "deciles.json")
+        signature = infer_signature(fitted.example, pd.DataFrame({model.SCORE: [0.5] * len(fitted.example)}))
         info = mlflow.spark.log_model(
-            fitted.model, artifact_path="model", registered_model_name=offer.model_name,
+            fitted.model, artifact_path="model", registered_model_name=offer.model_name, signature=signature,
             # Listing requirements skips MLflow's slow inference of them (about 15 s a model).
             pip_requirements=[f"pyspark=={pyspark.__version__}"],
         )

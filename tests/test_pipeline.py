@@ -132,6 +132,30 @@ def test_followup_bundles_and_category_rules_are_published(world: tuple[Settings
     assert levels.get("product", 0) > 0 and levels.get("category", 0) > 0
 
 
+def test_every_model_run_logs_baselines_plots_signature_and_provenance(world: tuple[Settings, str]) -> None:
+    import mlflow
+
+    settings, _ = world
+    tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    for offer in OFFERS:
+        name = f"xsell_{offer['offer_type'].replace('-', '_')}_{offer['target']}"
+        version = tracking.champion(name)
+        run = client.get_run(client.get_model_version(name, version.version).run_id)
+        metrics, params = run.data.metrics, run.data.params
+        for key in ("roc_auc", "pr_auc", "brier", "lift_d1", "capture_d10", "rule_baseline_roc_auc",
+                    "popularity_baseline_roc_auc", "popularity_baseline_brier"):
+            assert key in metrics, (name, key)
+        assert metrics["capture_d10"] == pytest.approx(1.0)
+        assert params["train_digest"] != params["valid_digest"] and params["code_version"]
+        artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+        assert {"gain_chart.png", "calibration_curve.png", "feature_importance.png", "deciles.json"} <= artifacts
+        info = mlflow.models.get_model_info(version.uri)
+        assert info.signature is not None and "rule_lift" in info.signature.inputs.input_names()
+        history = tracking.champion_history(name)
+        assert history and history[-1]["to_version"] == version.version
+
+
 def test_rerun_of_the_date_publishes_the_same_audience(world: tuple[Settings, str], spark: SparkSession) -> None:
     settings, content_hash = world
     before = audience(settings)

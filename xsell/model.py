@@ -75,6 +75,71 @@ def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0, base_rate
     return predictions.drop("raw_features", "features", "rawPrediction", "probability", "prediction")
 
 
+def deciles(scored: DataFrame) -> list[dict[str, float]]:
+    """Per score decile (1 = the top 10%): rows, positives, mean score, observed rate, lift over the
+    base rate and the cumulative share of all positives captured (an action; ten rows). The gain chart,
+    the calibration curve and the lift and capture metrics come from it."""
+    ranked = scored.withColumn("decile", F.ntile(10).over(Window.orderBy(F.desc(SCORE), "customer_id")))
+    rows = (
+        ranked.groupBy("decile")
+        .agg(F.count("*").alias("rows"), F.sum(LABEL).alias("positives"), F.avg(SCORE).alias("mean_score"))
+        .orderBy("decile").collect()
+    )
+    total_rows = sum(row["rows"] for row in rows)
+    total_positives = sum(row["positives"] for row in rows)
+    base_rate = total_positives / total_rows if total_rows else 0.0
+    table, captured = [], 0.0
+    for row in rows:
+        captured += row["positives"]
+        rate = row["positives"] / row["rows"]
+        table.append({"decile": int(row["decile"]), "rows": int(row["rows"]), "positives": float(row["positives"]),
+                      "mean_score": float(row["mean_score"]), "rate": rate,
+                      "lift": rate / base_rate if base_rate else 0.0,
+                      "capture": captured / total_positives if total_positives else 0.0})
+    return table
+
+
+def decile_metrics(table: list[dict[str, float]]) -> dict[str, float]:
+    """``lift_d<k>`` and ``capture_d<k>`` for every decile of :func:`deciles`."""
+    metrics = {}
+    for row in table:
+        metrics[f"lift_d{row['decile']}"] = row["lift"]
+        metrics[f"capture_d{row['decile']}"] = row["capture"]
+    return metrics
+
+
+def popularity_baseline(train: DataFrame, valid: DataFrame, *, share_columns: Sequence[str]) -> DataFrame:
+    """``valid`` scored by popularity among similar customers: the training fold's adoption rate of the
+    customers whose main category (largest spend share) is the same; customers with no purchase form
+    their own segment."""
+    def segment(frame: DataFrame) -> DataFrame:
+        largest = F.greatest(*[F.col(name) for name in share_columns]) if share_columns else F.lit(0.0)
+        main = F.lit("none")
+        for name in reversed(list(share_columns)):
+            main = F.when((F.col(name) == largest) & (largest > 0), F.lit(name)).otherwise(main)
+        return frame.withColumn("_segment", main)
+
+    rates = segment(train).groupBy("_segment").agg(F.avg(LABEL).alias("_rate"))
+    overall = train.agg(F.avg(LABEL)).first()[0] or 0.0
+    return (
+        segment(valid).join(rates, on="_segment", how="left")
+        .withColumn(SCORE, F.coalesce(F.col("_rate"), F.lit(overall)))
+        .drop("_segment", "_rate")
+    )
+
+
+def feature_importance(model: PipelineModel) -> dict[str, float]:
+    """Importance per input feature: the absolute standardized coefficient of a logistic regression, or
+    the trees' impurity importance of a GBT."""
+    names = model.stages[0].getInputCols()
+    classifier = model.stages[-1]
+    if hasattr(classifier, "coefficients"):
+        values = [abs(value) for value in classifier.coefficients.toArray().tolist()]
+    else:
+        values = classifier.featureImportances.toArray().tolist()
+    return dict(zip(names, values))
+
+
 def evaluate(scored: DataFrame) -> dict[str, float]:
     """ROC-AUC, PR-AUC, Brier score, and lift and capture of the top decile, on a scored labelled frame."""
     roc = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderROC").evaluate(scored)

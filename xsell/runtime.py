@@ -44,6 +44,7 @@ def configure_logging() -> None:
 def execute(job: Callable[[argparse.Namespace, Settings], None], args: argparse.Namespace) -> None:
     """Run ``job``; bad data or configuration ends with one clear line and exit status 2, no stack trace."""
     from xsell.rules import RuleBudgetExceeded
+    from xsell.tracking import TrackingUnavailable
     from xsell.validation import DataQualityError
 
     configure_logging()
@@ -51,7 +52,8 @@ def execute(job: Callable[[argparse.Namespace, Settings], None], args: argparse.
         settings = load_settings(args.env)
         args.run_id = args.run_id or new_run_id(args.run_date)
         job(args, settings)
-    except (DataQualityError, ConfigError, PublishBlocked, RuleBudgetExceeded, FileNotFoundError) as error:
+    except (DataQualityError, ConfigError, PublishBlocked, RuleBudgetExceeded, TrackingUnavailable,
+            FileNotFoundError) as error:
         log.error("%s", error)
         print(f"xsell: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

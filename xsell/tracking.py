@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -12,6 +14,8 @@ from xsell.config import Settings
 CHAMPION = "champion"
 #: The out-of-time metric that decides promotion.
 GATE_METRIC = "roc_auc"
+#: Metrics copied into the record of an alias move.
+GATE_REPORTED = ("roc_auc", "pr_auc", "brier", "lift_top_decile")
 #: Differences below this are floating-point noise (refitting on the same data moves the AUC by ~1e-12).
 NOISE = 1e-6
 
@@ -87,12 +91,34 @@ def promote_if_better(model_name: str, version: str, metrics: dict[str, float], 
         # Strictly better only: retraining on the same data does not churn the champion (and the audience).
         decision, why = False, f"{GATE_METRIC} {new:.4f} <= champion {champion_metric_on_fold:.4f} + {margin}"
     if decision:
+        previous = champion(model_name)
         client.set_registered_model_alias(model_name, CHAMPION, version)
         client.set_model_version_tag(model_name, version, "gate", "promoted")
+        # MLflow keeps no history of an alias: every move is recorded on the version that received it.
+        client.set_model_version_tag(model_name, version, "champion_since", dt.datetime.now(dt.UTC).isoformat())
+        client.set_model_version_tag(model_name, version, "champion_previous", previous.version if previous else "none")
+        client.set_model_version_tag(model_name, version, "champion_gate", json.dumps({
+            "metric": GATE_METRIC, "new": new, "previous_on_same_fold": champion_metric_on_fold, "margin": margin,
+            **{key: value for key, value in metrics.items() if key in GATE_REPORTED}}, sort_keys=True))
     else:
         client.set_model_version_tag(model_name, version, "gate", "rejected")
     client.set_model_version_tag(model_name, version, "gate_reason", why)
     return decision, why
+
+
+def champion_history(model_name: str) -> list[dict[str, Any]]:
+    """Every move of the ``champion`` alias of ``model_name``, oldest first: when, from which version to
+    which, and the gate's figures."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    moves = []
+    for version in client.search_model_versions(f"name = '{model_name}'"):
+        tags = version.tags or {}
+        if "champion_since" in tags:
+            moves.append({"at": tags["champion_since"], "from_version": tags.get("champion_previous"),
+                          "to_version": version.version, "gate": json.loads(tags.get("champion_gate", "{}"))})
+    return sorted(moves, key=lambda move: move["at"])
 
 
 def log_params(params: dict[str, Any]) -> None:
