@@ -78,8 +78,10 @@ class Fitted:
 def digest(frame: DataFrame) -> str:
     """A content digest of a fold (rows and an order-free hash of every row): the same data gives the
     same digest, so a run says exactly what it was trained and checked on."""
-    row = frame.agg(F.count("*").alias("rows"), F.sum(F.xxhash64(*frame.columns)).alias("hash")).first()
-    return f"{row['rows']}:{(row['hash'] or 0) & 0xFFFFFFFFFFFFFFFF:016x}"
+    # Summed as decimals: a sum of 64-bit hashes overflows a long (an error under ANSI mode).
+    hashed = F.xxhash64(*frame.columns).cast("decimal(38,0)")
+    row = frame.agg(F.count("*").alias("rows"), F.sum(hashed).alias("hash")).first()
+    return f"{row['rows']}:{int(row['hash'] or 0) % 2**64:016x}"
 
 
 def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: DataFrame, *,

@@ -69,7 +69,7 @@ def champion(model_name: str) -> Champion | None:
             return None
         raise
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
-    return Champion(model_name, version.version, f"models:/{model_name}/{version.version}", metrics)
+    return Champion(model_name, str(version.version), f"models:/{model_name}/{version.version}", metrics)
 
 
 def promote_if_better(model_name: str, version: str, metrics: dict[str, float], *, margin: float,
@@ -117,7 +117,7 @@ def champion_history(model_name: str) -> list[dict[str, Any]]:
         tags = version.tags or {}
         if "champion_since" in tags:
             moves.append({"at": tags["champion_since"], "from_version": tags.get("champion_previous"),
-                          "to_version": version.version, "gate": json.loads(tags.get("champion_gate", "{}"))})
+                          "to_version": str(version.version), "gate": json.loads(tags.get("champion_gate", "{}"))})
     return sorted(moves, key=lambda move: move["at"])
 
 
