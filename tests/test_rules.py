@@ -282,3 +282,16 @@ def test_vectorised_prefix_emission_matches_the_definition() -> None:
         got = [(key, tuple(items)) for out in rules._emit_prefixes(names, group_of)(iter([batch]))
                for key, items in zip(out.column(0).to_pylist(), out.column(1).to_pylist())]
         assert sorted(got) == by_definition(names, group_of, baskets[trial % 2:]), trial
+
+
+def test_restricting_to_offers_mines_their_target_products_and_categories(spark: SparkSession) -> None:
+    from jobs import basket_rules
+    from xsell import offers
+
+    products = spark.createDataFrame(
+        [("P1", "bikes", "bike"), ("P2", "bikes", "bike"), ("P3", "bike_care", None), ("P4", "garden", None)],
+        "product_id STRING, category STRING, family STRING")
+    wanted = [offers.Offer("cross-sell:bike_care", offers.CROSS_SELL, "bike_care"),
+              offers.Offer("up-sell:bike", offers.UP_SELL, "bike")]
+    assert basket_rules._targets(products, wanted, "product") == ["P1", "P2", "P3"]
+    assert basket_rules._targets(products, wanted, "category") == ["bike_care", "bikes"]
