@@ -109,10 +109,6 @@ def rules_frame(spark: SparkSession, outcome: Outcome, run_date: dt.date) -> Dat
     return spark.createDataFrame(table, LAKE_RULES_DDL)
 
 
-def _with_json(frame: DataFrame, column: str) -> DataFrame:
-    return frame.withColumn(column, F.to_json(column))
-
-
 def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str) -> Outcome:
     config = settings.rules
     outcome, lines, products = mine(spark, settings, run_date)
@@ -120,7 +116,7 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     lake.write_partitions(mined_frame, settings.lake, lake.BASKET_RULES, partition_by=("run_date",))
     stored = lake.read(spark, settings.lake, lake.BASKET_RULES).filter(F.col("run_date") == F.lit(run_date))
     target = warehouse.open_warehouse(settings)
-    target.publish(warehouse.BASKET_RULES, _with_json(stored, "antecedent"), run_date=run_date, run_id=run_id)
+    target.publish(warehouse.BASKET_RULES, stored.withColumn("antecedent", F.to_json("antecedent")), run_date=run_date, run_id=run_id)
 
     later = followup.followup_rules(
         lines, min_lag_days=config.followup.min_lag_days, max_lag_days=config.followup.max_lag_days,

@@ -42,8 +42,7 @@ def _import(args: argparse.Namespace) -> None:
     try:
         report = importers.import_source(args.format, Path(args.source), landing, hierarchy=hierarchy)
     except importers.SourceError as error:
-        print(f"xsell import: {error}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _fail("import", str(error))
     print(f"xsell import: {report} -> {landing}")
 
 

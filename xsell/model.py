@@ -144,23 +144,18 @@ def evaluate(scored: DataFrame) -> dict[str, float]:
     """ROC-AUC, PR-AUC, Brier score, and lift and capture of the top decile, on a scored labelled frame."""
     roc = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderROC").evaluate(scored)
     pr = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderPR").evaluate(scored)
-    deciles = scored.withColumn("decile", F.ntile(10).over(Window.orderBy(F.desc(SCORE), "customer_id")))
-    summary = deciles.agg(
-        F.avg(F.pow(F.col(SCORE) - F.col(LABEL), 2)).alias("brier"),
-        F.avg(LABEL).alias("base_rate"),
-        F.avg(F.when(F.col("decile") == 1, F.col(LABEL))).alias("top_rate"),
-        F.sum(F.when(F.col("decile") == 1, F.col(LABEL)).otherwise(0.0)).alias("top_positives"),
-        F.sum(LABEL).alias("positives"),
-        F.count("*").alias("rows"),
-    ).first()
-    base_rate = summary["base_rate"] or 0.0
+    brier = scored.agg(F.avg(F.pow(F.col(SCORE) - F.col(LABEL), 2))).first()[0]
+    table = deciles(scored)
+    positives = sum(row["positives"] for row in table)
+    rows = sum(row["rows"] for row in table)
+    top = table[0] if table else {"lift": 0.0, "capture": 0.0}
     return {
         "roc_auc": roc,
         "pr_auc": pr,
-        "brier": summary["brier"],
-        "base_rate": base_rate,
-        "lift_top_decile": (summary["top_rate"] / base_rate) if base_rate else 0.0,
-        "capture_top_decile": (summary["top_positives"] / summary["positives"]) if summary["positives"] else 0.0,
-        "positives": float(summary["positives"] or 0.0),
-        "rows": float(summary["rows"]),
+        "brier": brier,
+        "base_rate": positives / rows if rows else 0.0,
+        "lift_top_decile": top["lift"],
+        "capture_top_decile": top["capture"],
+        "positives": float(positives),
+        "rows": float(rows),
     }

@@ -23,12 +23,8 @@ def gain_chart(tables: Mapping[str, Sequence[Mapping[str, float]]], *, title: st
         axes.plot([0.0] + [row["decile"] / 10 for row in table], [0.0] + [row["capture"] for row in table],
                   marker="o", label=name)
     axes.plot([0, 1], [0, 1], color="gray", linestyle="--", label="random")
-    axes.set_xlabel("share of customers contacted (by score)")
-    axes.set_ylabel("share of adopters captured")
-    axes.set_title(title)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    return figure
+    return _finish(figure, axes, xlabel="share of customers contacted (by score)",
+                   ylabel="share of adopters captured", title=title, legend="lower right")
 
 
 def calibration_curve(table: Sequence[Mapping[str, float]], *, title: str) -> Figure:
@@ -39,12 +35,8 @@ def calibration_curve(table: Sequence[Mapping[str, float]], *, title: str) -> Fi
     top = max(predicted + observed + [1e-6]) * 1.1
     axes.plot([0, top], [0, top], color="gray", linestyle="--", label="perfect calibration")
     axes.plot(predicted, observed, marker="o", label="model, by decile")
-    axes.set_xlabel("mean score")
-    axes.set_ylabel("observed adoption rate")
-    axes.set_title(title)
-    axes.legend(loc="upper left")
-    figure.tight_layout()
-    return figure
+    return _finish(figure, axes, xlabel="mean score", ylabel="observed adoption rate", title=title,
+                   legend="upper left")
 
 
 def feature_importance(importance: Mapping[str, float], *, title: str, top: int = 15) -> Figure:
@@ -52,7 +44,15 @@ def feature_importance(importance: Mapping[str, float], *, title: str, top: int 
     ranked = sorted(importance.items(), key=lambda item: item[1], reverse=True)[:top]
     figure, axes = plt.subplots(figsize=(6, 0.6 + 0.3 * len(ranked)))
     axes.barh([name for name, _ in reversed(ranked)], [value for _, value in reversed(ranked)])
-    axes.set_xlabel("importance")
+    return _finish(figure, axes, xlabel="importance", ylabel=None, title=title, legend=None)
+
+
+def _finish(figure: Figure, axes, *, xlabel: str, ylabel: str | None, title: str, legend: str | None) -> Figure:
+    axes.set_xlabel(xlabel)
+    if ylabel:
+        axes.set_ylabel(ylabel)
     axes.set_title(title)
+    if legend:
+        axes.legend(loc=legend)
     figure.tight_layout()
     return figure
