@@ -29,7 +29,8 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 demo: java venv
 	@echo "==> [1/5] generating the demo landing zone ($(DEMO_CUSTOMERS) customers, $(DEMO_START)..$(DEMO_DATE)) in $(XSELL_HOME)"
-	$(BIN)/xsell generate --customers $(DEMO_CUSTOMERS) --start $(DEMO_START) --end $(DEMO_DATE) --truth-cutoff $(DEMO_DATE)
+	$(BIN)/xsell generate --customers $(DEMO_CUSTOMERS) --start $(DEMO_START) --end $(DEMO_DATE) --truth-cutoff $(DEMO_DATE) \
+	  --truth-cutoff $$($(BIN)/python -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_DATE)') - d.timedelta(days=30))")
 	@echo "==> [2/5] validating the history before $(DEMO_DATE) into the lake (a one-off backfill)"
 	$(BIN)/python -m jobs.validate --run-date $$($(BIN)/python -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_DATE)') - d.timedelta(days=1))") --since $(DEMO_START) --run-id backfill__$(DEMO_DATE)
 	@echo "==> [3/5] preparing the Airflow metadata database in $(AIRFLOW_HOME)"

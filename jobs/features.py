@@ -1,8 +1,9 @@
 """Build the customer feature tables the train and score jobs read, as of every cutoff they need.
 
-For a run date with horizon H and E the day after it: features as of E (scoring), E - H (out-of-time
-validation) and E - 2H (training), written to ``lake/features/cutoff=...``. Only customers whose current
-consent is explicitly given are profiled at all.
+For a run date with horizon H, step S (H unless configured), N training cutoffs and E the day after the
+run date: features as of E (scoring), E - H (out-of-time validation) and E - 2H, E - 2H - S, ...
+(N training cutoffs), written to ``lake/features/cutoff=...``. Only customers whose current consent is
+explicitly given are profiled at all.
 
     python -m jobs.features --run-date 2025-11-30
 """
@@ -14,21 +15,38 @@ import datetime as dt
 import logging
 import sys
 
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from xsell import audience, features, inputs, lake, runtime
-from xsell.config import Settings
+from xsell.config import ModelSettings, Settings
 from xsell.spark import session
 
 log = logging.getLogger("xsell.features")
 
 
-def cutoffs(run_date: dt.date, horizon_days: int) -> tuple[dt.date, dt.date, dt.date]:
-    """(training cutoff, validation cutoff, scoring cutoff); labels of a cutoff span the next horizon."""
+@dataclass(frozen=True)
+class Cutoffs:
+    """The feature dates of one run; the labels of a cutoff span the horizon that follows it."""
+
+    train: tuple[dt.date, ...]  # newest first; every label window ends on or before ``valid``
+    valid: dt.date
+    score: dt.date
+
+    @property
+    def all(self) -> tuple[dt.date, ...]:
+        return (*self.train, self.valid, self.score)
+
+
+def cutoffs(run_date: dt.date, model: ModelSettings) -> Cutoffs:
+    """Training cutoffs E - 2H - k*S (k < N), the out-of-time validation cutoff E - H and the scoring
+    cutoff E, with E the day after ``run_date``."""
     end = run_date + dt.timedelta(days=1)
-    horizon = dt.timedelta(days=horizon_days)
-    return end - 2 * horizon, end - horizon, end
+    horizon = dt.timedelta(days=model.horizon_days)
+    step = dt.timedelta(days=model.cutoff_step_days or model.horizon_days)
+    return Cutoffs(tuple(end - 2 * horizon - k * step for k in range(model.train_cutoffs)), end - horizon, end)
 
 
 def read(spark: SparkSession, settings: Settings, cutoff: dt.date) -> DataFrame:
@@ -41,14 +59,14 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date) -> None:
     profiled = data.customers.join(audience.consenting(data.customers), on="customer_id", how="left_semi")
     frames = [
         features.customer_features(data.order_lines, data.products, profiled, cutoff=cutoff,
-                                   categories=data.categories, families=data.families)
-        for cutoff in cutoffs(run_date, settings.model.horizon_days)
+                                   categories=data.categories, families=data.families, regions=data.regions)
+        for cutoff in cutoffs(run_date, settings.model).all
     ]
     combined = frames[0]
     for frame in frames[1:]:
         combined = combined.unionByName(frame)
     lake.write_partitions(combined, settings.lake, lake.FEATURES, partition_by=("cutoff",))
-    log.info("features for cutoffs %s written", ", ".join(str(c) for c in cutoffs(run_date, settings.model.horizon_days)))
+    log.info("features for cutoffs %s written", ", ".join(str(c) for c in cutoffs(run_date, settings.model).all))
 
 
 def main(argv: list[str] | None = None) -> None:

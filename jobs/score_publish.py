@@ -62,7 +62,7 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
     except FileNotFoundError as missing:
         raise runtime.PublishBlocked(f"input missing, publish blocked: {missing}") from missing
     _consent_snapshot_fresh(settings, run_date, data.snapshot_date)
-    cutoff = feature_job.cutoffs(run_date, settings.model.horizon_days)[-1]
+    cutoff = feature_job.cutoffs(run_date, settings.model).score
     allowed = audience.consenting(data.customers)
     opt_outs = data.customers.join(allowed, on="customer_id", how="left_anti").select("customer_id")
     removed = {"consent_opted_out_customers": opt_outs.count()}

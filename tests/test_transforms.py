@@ -81,7 +81,8 @@ HISTORY = [("O1", "C1", 0, "P1", 1, "completed"), ("O2", "C1", 10, "P3", 2, "com
 
 def build(spark: SparkSession, rows: list[tuple], cutoff: dt.date) -> DataFrame:
     return features.customer_features(lines(spark, rows), products(spark), customers(spark), cutoff=cutoff,
-                                      categories=["bike_care", "bikes", "printing"], families=["bike"])
+                                      categories=["bike_care", "bikes", "printing"], families=["bike"],
+                                      regions=["north", "south"])
 
 
 def test_features_count_recency_spend_and_ownership(spark: SparkSession) -> None:
@@ -93,6 +94,24 @@ def test_features_count_recency_spend_and_ownership(spark: SparkSession) -> None
     assert row["C1"].share__bike_care == pytest.approx(20.0 / 30.0)
     assert row["C2"].returns_rate == pytest.approx(0.5)
     assert row["C3"].orders_365d == 0 and row["C3"].recency_days == features.NEVER_DAYS
+
+
+def test_features_know_lifetime_rate_first_family_purchase_channels_region_and_last_year(spark: SparkSession) -> None:
+    history = [("O1", "C1", 0, "P1", 1, "completed"), ("O2", "C1", 10, "P3", 2, "completed"),
+               ("O3", "C1", 40, "P2", 1, "completed"), ("O4", "C2", -380, "P4", 1, "completed"),
+               ("O5", "C2", 50, "P4", 1, "completed")]
+    row = {r.customer_id: r for r in build(spark, history, D + dt.timedelta(days=60)).collect()}
+    assert row["C1"].orders_total == 3 and row["C1"].first_order_days == 60
+    assert row["C1"].order_rate_30d == pytest.approx(3 * 30 / 60)
+    # The bike family: first bought 60 days ago (tier 1), last 20 days ago (tier 2).
+    assert row["C1"].days_since_first_family__bike == 60 and row["C1"].days_since_family__bike == 20
+    assert row["C1"].tier__bike == 2
+    assert row["C1"].channel__web == 1.0 and row["C1"].channel__store == 0.0
+    assert row["C1"].region__north == 1.0 and row["C1"].region__south == 0.0
+    # O4 lies 440 days before the cutoff: in the 90-day window a year earlier, not in the 30-day one.
+    assert row["C2"].spend_90d_year_before == pytest.approx(10.0) and row["C2"].spend_30d_year_before == 0.0
+    assert row["C2"].spend_365d == pytest.approx(10.0)
+    assert row["C3"].orders_total == 0 and row["C3"].days_since_first_family__bike == features.NEVER_DAYS
 
 
 def test_features_do_not_see_the_cutoff_or_later(spark: SparkSession) -> None:
@@ -126,6 +145,29 @@ def test_eligibility_and_labels(spark: SparkSession) -> None:
     assert up_labels == {"C1": 1.0}
     # C2 buys the kit on day 40, after the label window.
     assert cross_labels == {"C2": 0.0, "C3": 1.0}
+    every = offers.labels_of_all(order_lines, products(spark), frame, [up, cross], start=cutoff, end=end)
+    both = {r.customer_id: (r[offers.column("label", up)], r[offers.column("label", cross)]) for r in every.collect()}
+    assert {c: both[c][0] for c in up_labels} == up_labels and {c: both[c][1] for c in cross_labels} == cross_labels
+
+
+def test_rule_lifts_of_all_offers_match_the_rule_feature_of_each(spark: SparkSession) -> None:
+    cutoff = D + dt.timedelta(days=20)
+    order_lines = lines(spark, HISTORY)
+    rules = spark.createDataFrame(
+        [("product", ["P1"], "P3", 2.5), ("product", ["P1"], "P4", 1.5), ("product", ["P4"], "P3", 4.0),
+         ("product", ["P1", "P4"], "P3", 9.0), ("category", ["P1"], "P3", 7.0)],
+        "level STRING, antecedent ARRAY<STRING>, consequent STRING, lift DOUBLE")
+    chosen = [offers.Offer("cross-sell:bike_care", "cross-sell", "bike_care"),
+              offers.Offer("cross-sell:printing", "cross-sell", "printing"),
+              offers.Offer("up-sell:bike", "up-sell", "bike")]
+    every = {r.customer_id: r for r in offers.rule_lifts_of_all(rules, order_lines, products(spark), chosen,
+                                                                cutoff=cutoff).collect()}
+    for offer in chosen:
+        single = {r.customer_id: r.rule_lift for r in offers.rule_feature(rules, order_lines, products(spark), offer,
+                                                                           cutoff=cutoff).collect()}
+        assert {c: r[offers.column("rule_lift", offer)] for c, r in every.items()
+                if r[offers.column("rule_lift", offer)] is not None} == single, offer.offer_id
+    assert every["C2"][offers.column("rule_lift", chosen[0])] == 4.0  # P4 -> P3; multi-item and category rules ignored
 
 
 # --- audience ---------------------------------------------------------------------------------------

@@ -110,9 +110,16 @@ class RuleSettings(_Section):
 
 class ModelSettings(_Section):
     horizon_days: int = Field(30, ge=1)
+    train_cutoffs: int = Field(4, ge=1)
+    cutoff_step_days: int | None = Field(None, ge=1)
     algorithm: Literal["logistic_regression", "gbt"] = "logistic_regression"
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
     max_iter: int = Field(50, ge=1)
     reg_param: float = Field(0.01, ge=0)
+    max_depth: int = Field(3, ge=1)
+    step_size: float = Field(0.1, gt=0, le=1)
+    min_instances_per_node: int = Field(20, ge=1)
+    subsampling_rate: float = Field(0.8, gt=0, le=1)
     promotion_margin: float = 0.0
     min_positive_labels: int = Field(5, ge=1)
     parallel_offers: int = Field(4, ge=1)

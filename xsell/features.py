@@ -14,8 +14,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from xsell.baskets import sold
+from xsell.schemas import CHANNELS
 
 WINDOWS = (30, 90, 365)
+#: Days back at which "the same window a year earlier" starts.
+YEAR = 365
 #: Stands in for "never" in day counts, so that the column stays numeric for the model.
 NEVER_DAYS = 9999
 
@@ -30,12 +33,15 @@ def _days_before(cutoff: dt.date, column: str = "order_ts") -> Column:
 
 
 def customer_features(order_lines: DataFrame, products: DataFrame, customers: DataFrame, *, cutoff: dt.date,
-                      categories: Sequence[str], families: Sequence[str]) -> DataFrame:
-    """Recency, frequency and spend over several windows, category shares and days since each category,
-    the highest tier owned and days since the last purchase per family, tenure and the returns rate.
+                      categories: Sequence[str], families: Sequence[str], regions: Sequence[str] = ()) -> DataFrame:
+    """Recency, frequency and spend over several windows and the same windows a year earlier, lifetime
+    orders and the order rate since the first purchase, category shares and days since each category, the
+    highest tier owned and days since the first and the last purchase per family, channel mix, region,
+    tenure and the returns rate.
 
-    ``categories`` and ``families`` fix the set of columns, so that features built at different cutoffs
-    line up. Customers without any purchase before the cutoff get zeros and ``NEVER_DAYS``.
+    ``categories``, ``families`` and ``regions`` fix the set of columns, so that features built at
+    different cutoffs line up. Customers without any purchase before the cutoff get zeros and
+    ``NEVER_DAYS``.
     """
     lines = (
         order_lines.filter(F.col("order_ts") < F.lit(cutoff).cast("timestamp"))
@@ -45,12 +51,15 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
         .withColumn("days_ago", _days_before(cutoff))
     )
     sales = lines.filter(sold())
-    aggregates = [F.min("days_ago").alias("recency_days")]
+    aggregates = [F.min("days_ago").alias("recency_days"), F.max("days_ago").alias("first_order_days"),
+                  F.countDistinct("order_id").alias("orders_total")]
     for days in WINDOWS:
         in_window = F.col("days_ago") <= days
+        year_before = (F.col("days_ago") > YEAR) & (F.col("days_ago") <= YEAR + days)
         aggregates += [
             F.countDistinct(F.when(in_window, F.col("order_id"))).alias(f"orders_{days}d"),
             F.sum(F.when(in_window, F.col("amount")).otherwise(0.0)).alias(f"spend_{days}d"),
+            F.sum(F.when(year_before, F.col("amount")).otherwise(0.0)).alias(f"spend_{days}d_year_before"),
         ]
     # The same season one year earlier: spend in the 30 days that followed the cutoff's date last year.
     last_year = (F.col("days_ago") > 335) & (F.col("days_ago") <= 365)
@@ -67,7 +76,11 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
         aggregates += [
             F.max(F.when(in_family, F.col("tier"))).alias(f"tier__{slug(family)}"),
             F.min(F.when(in_family, F.col("days_ago"))).alias(f"days_since_family__{slug(family)}"),
+            # The first purchase opens "bought later" windows (the maintenance kit a month after the bike).
+            F.max(F.when(in_family, F.col("days_ago"))).alias(f"days_since_first_family__{slug(family)}"),
         ]
+    for channel in CHANNELS:
+        aggregates.append(F.avg((F.col("channel") == channel).cast("double")).alias(f"channel__{channel}"))
     history = sales.groupBy("customer_id").agg(*aggregates)
     returns = (
         lines.groupBy("customer_id")
@@ -75,7 +88,8 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
         .select("customer_id", (F.col("returned_lines") / F.col("all_lines")).alias("returns_rate"))
     )
     base = customers.filter(F.col("signup_date") < F.lit(cutoff)).select(
-        "customer_id", F.datediff(F.lit(cutoff), F.col("signup_date")).alias("tenure_days"))
+        "customer_id", F.datediff(F.lit(cutoff), F.col("signup_date")).alias("tenure_days"),
+        *[(F.col("region") == region).cast("double").alias(f"region__{slug(region)}") for region in regions])
     features = base.join(history, on="customer_id", how="left").join(returns, on="customer_id", how="left")
     shares = [
         F.coalesce(F.col(f"spend__{slug(category)}") / F.when(F.col("spend_total") > 0, F.col("spend_total")), F.lit(0.0))
@@ -83,9 +97,12 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
         for category in categories
     ]
     day_columns = ["recency_days"] + [f"days_since__{slug(c)}" for c in categories] + [
-        f"days_since_family__{slug(f)}" for f in families]
+        f"days_since_family__{slug(f)}" for f in families] + [f"days_since_first_family__{slug(f)}" for f in families]
     filled = features.fillna(NEVER_DAYS, subset=day_columns).fillna(0)
-    return filled.select("*", *shares).withColumn("cutoff", F.lit(cutoff))
+    # Orders per 30 days since the first purchase (at least a month, so one order is not a huge rate):
+    # a customer's visit rate, which windows cut short for newcomers.
+    rate = (F.col("orders_total") * 30.0 / F.greatest(F.col("first_order_days"), F.lit(30))).alias("order_rate_30d")
+    return filled.select("*", *shares, rate).withColumn("cutoff", F.lit(cutoff))
 
 
 def model_columns(features: DataFrame) -> list[str]:

@@ -21,6 +21,7 @@ class Inputs:
     customers: DataFrame
     categories: list[str]
     families: list[str]
+    regions: list[str]
     offers: list[offers.Offer]
     snapshot_date: dt.date
 
@@ -32,5 +33,6 @@ def load(spark: SparkSession, settings: Settings, run_date: dt.date) -> Inputs:
     products, _ = lake.snapshot(spark, settings.lake, schemas.PRODUCTS, as_of=run_date)
     customers, snapshot_date = lake.snapshot(spark, settings.lake, schemas.CUSTOMERS, as_of=run_date)
     categories, families = offers.catalogue_levels(products)
-    return Inputs(lines, products.cache(), customers.cache(), categories, families,
+    regions = sorted(row.region for row in customers.select("region").distinct().collect() if row.region)
+    return Inputs(lines, products.cache(), customers.cache(), categories, families, regions,
                   offers.resolve(settings.offers, categories=categories, families=families), snapshot_date)

@@ -10,24 +10,34 @@ from collections.abc import Sequence
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
-from pyspark.ml.feature import StandardScaler, VectorAssembler
+from pyspark.ml.feature import StandardScaler, VectorAssembler, VectorSlicer
+from pyspark.ml.regression import IsotonicRegression
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 LABEL, WEIGHT, SCORE = "label", "weight", "score"
-#: The training base rate, logged with every model: scoring corrects the balanced weights with it.
+#: The training base rate, logged with every model: an uncalibrated model's scores are corrected with it.
 BASE_RATE = "train_base_rate"
+#: Position of the classifier in a fitted pipeline: assembler, scaler, classifier, then calibration.
+CLASSIFIER_STAGE = 2
+#: Output columns of the calibration stages (Platt: a probability vector; isotonic: a number).
+PLATT_PROBABILITY, ISOTONIC_SCORE = "calibrated_probability", "calibrated_score"
+CALIBRATIONS = ("platt", "isotonic", "none")
 
 
 def build_pipeline(feature_columns: Sequence[str], *, algorithm: str = "logistic_regression", max_iter: int = 50,
-                   reg_param: float = 0.01) -> Pipeline:
+                   reg_param: float = 0.01, max_depth: int = 3, step_size: float = 0.1,
+                   min_instances_per_node: int = 20, subsampling_rate: float = 0.8) -> Pipeline:
     """Assemble, scale and classify. Class imbalance is handled with a ``weight`` column (see
-    :func:`with_balanced_weights`)."""
+    :func:`with_balanced_weights`). ``max_iter`` is LBFGS iterations or boosting rounds; the tree
+    parameters apply to ``gbt`` only."""
     assembler = VectorAssembler(inputCols=list(feature_columns), outputCol="raw_features", handleInvalid="keep")
     scaler = StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True)
     if algorithm == "gbt":
-        classifier = GBTClassifier(featuresCol="features", labelCol=LABEL, weightCol=WEIGHT, maxIter=max_iter, seed=7)
+        classifier = GBTClassifier(featuresCol="features", labelCol=LABEL, weightCol=WEIGHT, maxIter=max_iter, seed=7,
+                                   maxDepth=max_depth, stepSize=step_size, minInstancesPerNode=min_instances_per_node,
+                                   subsamplingRate=subsampling_rate)
     else:
         classifier = LogisticRegression(featuresCol="features", labelCol=LABEL, weightCol=WEIGHT, maxIter=max_iter,
                                         regParam=reg_param, elasticNetParam=0.0)
@@ -51,18 +61,60 @@ def prior_corrected(probability: Column, *, base_rate: float) -> Column:
     return probability * ratio / (probability * ratio + (1.0 - probability))
 
 
+def calibrator(fitted: PipelineModel, fold: DataFrame, *, method: str) -> list:
+    """Calibration stages fitted on ``fold`` (labelled, not seen in training): Platt scaling, a logistic
+    regression on the classifier's margin, or an isotonic regression on its probability. Appended to the
+    fitted pipeline, they turn its output into probabilities that compare across offers (the balanced
+    class weights of training leave the raw probabilities far too high)."""
+    scored = fitted.transform(fold)
+    if method == "platt":
+        margin = VectorSlicer(inputCol="rawPrediction", outputCol="calibration_margin", indices=[1])
+        platt = LogisticRegression(featuresCol="calibration_margin", labelCol=LABEL, regParam=0.0, maxIter=100,
+                                   rawPredictionCol="calibrated_raw", probabilityCol=PLATT_PROBABILITY,
+                                   predictionCol="calibrated_prediction")
+        return Pipeline(stages=[margin, platt]).fit(scored).stages
+    if method == "isotonic":
+        return [IsotonicRegression(featuresCol="probability", featureIndex=1, labelCol=LABEL,
+                                   predictionCol=ISOTONIC_SCORE).fit(scored)]
+    raise ValueError(f"unknown calibration {method!r}: one of {', '.join(CALIBRATIONS)}")
+
+
+def cross_calibrated(fitted: PipelineModel, fold: DataFrame, *, method: str) -> DataFrame:
+    """``fold`` scored with calibration fitted on the other half of it (two halves by customer hash): the
+    calibration of the final model is fitted on the whole fold, so its Brier score and calibration curve
+    are measured this way, never on the rows a calibrator saw."""
+    half = F.abs(F.xxhash64("customer_id")) % 2
+    parts = [
+        score(with_calibration(fitted, calibrator(fitted, fold.filter(half != k), method=method)), fold.filter(half == k))
+        for k in (0, 1)
+    ]
+    return parts[0].unionByName(parts[1])
+
+
+def with_calibration(fitted: PipelineModel, stages: Sequence) -> PipelineModel:
+    """The fitted pipeline followed by calibration stages: one model to register and to score with."""
+    return PipelineModel(stages=list(fitted.stages[:CLASSIFIER_STAGE + 1]) + list(stages))
+
+
 def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0, base_rate: float | None = None) -> DataFrame:
-    """``frame`` with ``score``, the predicted probability of adoption (prior-corrected to ``base_rate``,
-    the training base rate, when given).
+    """``frame`` with ``score``, the predicted probability of adoption: the calibrated probability when
+    the model carries calibration stages, otherwise the classifier's probability prior-corrected to
+    ``base_rate`` (the training base rate) when given.
 
     With ``drivers > 0`` and a linear model, also ``drivers``: the names of the features that pushed this
     customer's score up most (coefficient x standardized value), best first.
     """
-    probability = vector_to_array("probability")[1]
-    if base_rate is not None and 0.0 < base_rate < 1.0:
-        probability = prior_corrected(probability, base_rate=base_rate)
-    predictions = model.transform(frame).withColumn(SCORE, probability)
-    classifier = model.stages[-1]
+    predictions = model.transform(frame)
+    if PLATT_PROBABILITY in predictions.columns:
+        probability = vector_to_array(PLATT_PROBABILITY)[1]
+    elif ISOTONIC_SCORE in predictions.columns:
+        probability = F.col(ISOTONIC_SCORE)
+    else:
+        probability = vector_to_array("probability")[1]
+        if base_rate is not None and 0.0 < base_rate < 1.0:
+            probability = prior_corrected(probability, base_rate=base_rate)
+    predictions = predictions.withColumn(SCORE, probability)
+    classifier = model.stages[CLASSIFIER_STAGE]
     if drivers and hasattr(classifier, "coefficients"):
         names = model.stages[0].getInputCols()
         weights = classifier.coefficients.toArray().tolist()
@@ -72,7 +124,9 @@ def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0, base_rate
         positive = F.filter(pairs, lambda pair: pair["c"] > 0)
         ranked = F.array_sort(positive, lambda a, b: F.when(a["c"] > b["c"], -1).when(a["c"] < b["c"], 1).otherwise(0))
         predictions = predictions.withColumn("drivers", F.transform(F.slice(ranked, 1, drivers), lambda pair: pair["n"]))
-    return predictions.drop("raw_features", "features", "rawPrediction", "probability", "prediction")
+    return predictions.drop("raw_features", "features", "rawPrediction", "probability", "prediction",
+                            "calibration_margin", "calibrated_raw", PLATT_PROBABILITY, "calibrated_prediction",
+                            ISOTONIC_SCORE)
 
 
 def deciles(scored: DataFrame) -> list[dict[str, float]]:
@@ -132,7 +186,7 @@ def feature_importance(model: PipelineModel) -> dict[str, float]:
     """Importance per input feature: the absolute standardized coefficient of a logistic regression, or
     the trees' impurity importance of a GBT."""
     names = model.stages[0].getInputCols()
-    classifier = model.stages[-1]
+    classifier = model.stages[CLASSIFIER_STAGE]
     if hasattr(classifier, "coefficients"):
         values = [abs(value) for value in classifier.coefficients.toArray().tolist()]
     else:
@@ -140,11 +194,16 @@ def feature_importance(model: PipelineModel) -> dict[str, float]:
     return dict(zip(names, values))
 
 
+def brier(scored: DataFrame) -> float:
+    """The mean squared difference between score and label (an action)."""
+    return scored.agg(F.avg(F.pow(F.col(SCORE) - F.col(LABEL), 2))).first()[0]
+
+
 def evaluate(scored: DataFrame) -> dict[str, float]:
     """ROC-AUC, PR-AUC, Brier score, and lift and capture of the top decile, on a scored labelled frame."""
     roc = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderROC").evaluate(scored)
     pr = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderPR").evaluate(scored)
-    brier = scored.agg(F.avg(F.pow(F.col(SCORE) - F.col(LABEL), 2))).first()[0]
+    brier_score = brier(scored)
     table = deciles(scored)
     positives = sum(row["positives"] for row in table)
     rows = sum(row["rows"] for row in table)
@@ -152,7 +211,7 @@ def evaluate(scored: DataFrame) -> dict[str, float]:
     return {
         "roc_auc": roc,
         "pr_auc": pr,
-        "brier": brier,
+        "brier": brier_score,
         "base_rate": positives / rows if rows else 0.0,
         "lift_top_decile": top["lift"],
         "capture_top_decile": top["capture"],

@@ -75,22 +75,68 @@ def category_of(products: DataFrame, offer: Offer) -> str:
     return row["category"] if row else offer.target
 
 
-def labels(order_lines: DataFrame, products: DataFrame, features: DataFrame, offer: Offer, *, start: dt.date,
-           end: dt.date) -> DataFrame:
-    """``customer_id, label`` for the customers of ``features``: 1 when they adopt in [start, end)."""
+def column(kind: str, offer: Offer) -> str:
+    """The column of ``offer`` in frames that hold one column per offer (``label``, ``rule_lift``)."""
+    return f"{kind}__{slug(offer.offer_id)}"
+
+
+def labels_of_all(order_lines: DataFrame, products: DataFrame, features: DataFrame, offers: Sequence[Offer], *,
+                  start: dt.date, end: dt.date) -> DataFrame:
+    """``customer_id`` and one ``label__<offer>`` per offer for the customers of ``features``, in one pass
+    over the window: 1 when they adopt in [start, end). Meaningful for eligible customers only."""
     window = (
         order_lines.filter(sold())
         .filter((F.col("order_ts") >= F.lit(start).cast("timestamp")) & (F.col("order_ts") < F.lit(end).cast("timestamp")))
         .join(products.select("product_id", "category", "family", "tier"), on="product_id", how="inner")
     )
-    if offer.offer_type == CROSS_SELL:
-        adopters = window.filter(F.col("category") == offer.target).select("customer_id").distinct()
-        adopted = features.join(adopters.withColumn("label", F.lit(1.0)), on="customer_id", how="left")
-    else:
-        bought = window.filter(F.col("family") == offer.target).groupBy("customer_id").agg(F.max("tier").alias("new_tier"))
-        adopted = features.join(bought, on="customer_id", how="left").withColumn(
-            "label", F.when(F.col("new_tier") > F.col(f"tier__{slug(offer.target)}"), 1.0))
-    return adopted.select("customer_id", F.coalesce(F.col("label"), F.lit(0.0)).alias("label"))
+    bought = window.groupBy("customer_id").agg(*[
+        (F.max((F.col("category") == offer.target).cast("double")) if offer.offer_type == CROSS_SELL
+         else F.max(F.when(F.col("family") == offer.target, F.col("tier")))).alias(f"_bought_{k}")
+        for k, offer in enumerate(offers)
+    ])
+    adopted = []
+    for k, offer in enumerate(offers):
+        if offer.offer_type == CROSS_SELL:
+            adopted.append(F.coalesce(F.col(f"_bought_{k}"), F.lit(0.0)).alias(column("label", offer)))
+        else:
+            higher = F.col(f"_bought_{k}") > F.col(f"tier__{slug(offer.target)}")
+            adopted.append(F.when(higher, 1.0).otherwise(0.0).alias(column("label", offer)))
+    return features.join(bought, on="customer_id", how="left").select("customer_id", *adopted)
+
+
+def labels(order_lines: DataFrame, products: DataFrame, features: DataFrame, offer: Offer, *, start: dt.date,
+           end: dt.date) -> DataFrame:
+    """``customer_id, label`` for the customers of ``features``: 1 when they adopt in [start, end)."""
+    every = labels_of_all(order_lines, products, features, [offer], start=start, end=end)
+    return every.withColumnRenamed(column("label", offer), "label")
+
+
+def _rules_from_history(rules: DataFrame, order_lines: DataFrame, *, cutoff: dt.date) -> DataFrame:
+    """``customer_id, product_id, consequent, lift``: every single-item product rule whose antecedent the
+    customer bought before the cutoff."""
+    single = (
+        rules.filter((F.col("level") == "product") & (F.size("antecedent") == 1))
+        .select(F.col("antecedent")[0].alias("product_id"), "consequent", "lift")
+    )
+    bought = (
+        order_lines.filter(sold() & (F.col("order_ts") < F.lit(cutoff).cast("timestamp")))
+        .filter(F.col("customer_id").isNotNull())
+        .select("customer_id", "product_id").distinct()
+    )
+    return bought.join(single, on="product_id", how="inner")
+
+
+def rule_lifts_of_all(rules: DataFrame, order_lines: DataFrame, products: DataFrame, offers: Sequence[Offer], *,
+                      cutoff: dt.date) -> DataFrame:
+    """``customer_id`` and one ``rule_lift__<offer>`` per offer (null without a rule): the lift of the
+    strongest single-item rule from a product bought before the cutoff to a product of the target."""
+    targets = products.select(F.col("product_id").alias("consequent"), "category", "family")
+    matched = _rules_from_history(rules, order_lines, cutoff=cutoff).join(targets, on="consequent", how="inner")
+    return matched.groupBy("customer_id").agg(*[
+        F.max(F.when(F.col("category" if offer.offer_type == CROSS_SELL else "family") == offer.target,
+                     F.col("lift"))).alias(column("rule_lift", offer))
+        for offer in offers
+    ])
 
 
 def rule_feature(rules: DataFrame, order_lines: DataFrame, products: DataFrame, offer: Offer, *,
@@ -99,17 +145,7 @@ def rule_feature(rules: DataFrame, order_lines: DataFrame, products: DataFrame, 
     to a product of the offer's target: ``customer_id, rule_lift, rule_antecedent, rule_consequent``."""
     target_column = "category" if offer.offer_type == CROSS_SELL else "family"
     targets = products.filter(F.col(target_column) == offer.target).select(F.col("product_id").alias("consequent"))
-    strongest = (
-        rules.filter((F.col("level") == "product") & (F.size("antecedent") == 1))
-        .join(targets, on="consequent", how="inner")
-        .select(F.col("antecedent")[0].alias("product_id"), "consequent", "lift")
-    )
-    bought = (
-        order_lines.filter(sold() & (F.col("order_ts") < F.lit(cutoff).cast("timestamp")))
-        .filter(F.col("customer_id").isNotNull())
-        .select("customer_id", "product_id").distinct()
-    )
-    ranked = bought.join(strongest, on="product_id", how="inner").withColumn(
+    ranked = _rules_from_history(rules, order_lines, cutoff=cutoff).join(targets, on="consequent", how="inner").withColumn(
         "rank", F.row_number().over(
             Window.partitionBy("customer_id").orderBy(F.desc("lift"), "product_id", "consequent")))
     return ranked.filter(F.col("rank") == 1).select(
