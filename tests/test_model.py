@@ -102,3 +102,14 @@ def test_an_unknown_calibration_is_refused(folds) -> None:
     _, valid, fitted = folds
     with pytest.raises(ValueError, match="unknown calibration"):
         model.calibrator(fitted, valid, method="beta")
+
+
+def test_platt_scaling_never_turns_a_ranking_upside_down(spark: SparkSession, folds) -> None:
+    """On a fold where the classifier ranks backwards, the calibrated model ranks no one (slope >= 0)."""
+    _, _, fitted = folds
+    backwards = _labelled(spark, rows=1500, seed=4).withColumn("x1", -F.col("x1"))
+    assert model.evaluate(model.score(fitted, backwards))["roc_auc"] < 0.35
+    calibrated = model.with_calibration(fitted, model.calibrator(fitted, backwards, method="platt"))
+    scores = model.score(calibrated, backwards).agg(F.min(model.SCORE), F.max(model.SCORE), F.avg("label")).first()
+    assert scores[1] - scores[0] < 1e-6
+    assert scores[0] == pytest.approx(scores[2], abs=1e-3)

@@ -13,6 +13,7 @@ from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import StandardScaler, VectorAssembler, VectorSlicer
 from pyspark.ml.regression import IsotonicRegression
 from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import Matrices
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -69,7 +70,10 @@ def calibrator(fitted: PipelineModel, fold: DataFrame, *, method: str) -> list:
     scored = fitted.transform(fold)
     if method == "platt":
         margin = VectorSlicer(inputCol="rawPrediction", outputCol="calibration_margin", indices=[1])
+        # The slope is bounded at zero: on a fold with a handful of adopters a free slope can come out
+        # negative and turn the classifier's ranking upside down (seen at 5 positives).
         platt = LogisticRegression(featuresCol="calibration_margin", labelCol=LABEL, regParam=0.0, maxIter=100,
+                                   lowerBoundsOnCoefficients=Matrices.dense(1, 1, [0.0]),
                                    rawPredictionCol="calibrated_raw", probabilityCol=PLATT_PROBABILITY,
                                    predictionCol="calibrated_prediction")
         return Pipeline(stages=[margin, platt]).fit(scored).stages
