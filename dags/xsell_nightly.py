@@ -27,6 +27,8 @@ SPARK_CONN_ID = "xsell_spark"
 AUDIENCES = Asset("xsell://warehouse/audiences")
 BASKET_RULES = Asset("xsell://warehouse/basket_rules")
 # Cheap to read at parse time (an environment variable, no database): lets tests shorten the wait.
+# spark-submit's own default is a 1 GB driver: the train job of the 4,000-customer demo ran out of heap.
+DRIVER_MEMORY = os.environ.get("XSELL_DRIVER_MEMORY", "2g")
 RETRY_DELAY = dt.timedelta(seconds=int(os.environ.get("XSELL_RETRY_DELAY_SECONDS", "300")))
 
 with DAG(
@@ -48,6 +50,7 @@ with DAG(
             application=str(JOBS / f"{task_id}.py"),
             conn_id=SPARK_CONN_ID,
             name=f"xsell-{task_id}",
+            driver_memory=DRIVER_MEMORY,
             application_args=["--run-date", "{{ ds }}", "--run-id", "{{ run_id }}", *args],
             outlets=outlets or [],
         )

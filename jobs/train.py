@@ -169,6 +169,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle,
     )
     train.unpersist()
+    valid.unpersist()
     scored.unpersist()
     honest.unpersist()
     log.info("%s: fitted, calibrated and evaluated in %.1f s", offer.offer_id, time.perf_counter() - started)
