@@ -126,6 +126,8 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     positives = train.filter(F.col(model.LABEL) == 1.0).count()
     rows = train.count()
     if positives < settings.model.min_positive_labels:
+        train.unpersist()
+        valid.unpersist()
         return Fitted(offer, None, {}, {}, None, rows, positives)
     fitted = build(settings, feature_columns).fit(train)
     log.info("%s: fitted on %d rows (%d positives) in %.1f s", offer.offer_id, rows, positives,
