@@ -83,6 +83,7 @@ class Fitted:
     digests: dict[str, str] = field(default_factory=dict)
     example: pd.DataFrame | None = None
     oracle: dict[str, float] = field(default_factory=dict)
+    valid_positives: int | None = None
 
 
 def digest(frame: DataFrame) -> str:
@@ -125,10 +126,12 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     train = model.with_balanced_weights(train).cache()
     positives = train.filter(F.col(model.LABEL) == 1.0).count()
     rows = train.count()
-    if positives < settings.model.min_positive_labels:
+    valid_positives = valid.filter(F.col(model.LABEL) == 1.0).count()
+    if positives < settings.model.min_positive_labels or valid_positives < settings.model.min_positive_labels:
+        # Too few adopters to fit, or to calibrate and judge out of time: the champion, if any, stays.
         train.unpersist()
         valid.unpersist()
-        return Fitted(offer, None, {}, {}, None, rows, positives)
+        return Fitted(offer, None, {}, {}, None, rows, positives, valid_positives=valid_positives)
     fitted = build(settings, feature_columns).fit(train)
     log.info("%s: fitted on %d rows (%d positives) in %.1f s", offer.offer_id, rows, positives,
              time.perf_counter() - started)
@@ -212,9 +215,11 @@ def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: 
     dates = feature_job.cutoffs(run_date, settings.model)
     horizon = dt.timedelta(days=settings.model.horizon_days)
     if fitted.model is None:
-        log.warning("%s: %d positive labels, fewer than %d: not trained", offer.offer_id, fitted.positives,
+        log.warning("%s: %d positive labels in training and %d in the out-of-time fold, fewer than %d: not trained; "
+                    "the current champion, if any, stays", offer.offer_id, fitted.positives, fitted.valid_positives,
                     settings.model.min_positive_labels)
-        return {"offer_id": offer.offer_id, "status": "skipped: too few positives"}
+        return {"offer_id": offer.offer_id, "status": "skipped: too few positives",
+                "train_positives": fitted.positives, "valid_positives": fitted.valid_positives}
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{offer.offer_id} {run_date}"):
         tracking.log_params({
             "offer_id": offer.offer_id, "offer_type": offer.offer_type, "target": offer.target,

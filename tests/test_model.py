@@ -113,3 +113,33 @@ def test_platt_scaling_never_turns_a_ranking_upside_down(spark: SparkSession, fo
     scores = model.score(calibrated, backwards).agg(F.min(model.SCORE), F.max(model.SCORE), F.avg("label")).first()
     assert scores[1] - scores[0] < 1e-6
     assert scores[0] == pytest.approx(scores[2], abs=1e-3)
+
+
+def test_cross_fitting_deals_few_adopters_to_both_halves(spark: SparkSession, folds) -> None:
+    """Two adopters in a fold: each half gets one, so each half's calibrator sees both classes."""
+    _, valid, fitted = folds
+    negatives = valid.filter(F.col("label") == 0.0).limit(400)
+    fold = negatives.unionByName(valid.filter(F.col("label") == 1.0).limit(2)).cache()
+    halves = model.stratified_halves(fold).groupBy("_half").agg(F.sum("label").alias("adopters"), F.count("*").alias("n"))
+    assert sorted((row["adopters"], row["_half"]) for row in halves.collect()) == [(1.0, 0), (1.0, 1)]
+    scored = model.cross_calibrated(fitted, fold, method="platt")
+    assert scored.count() == 402
+    assert scored.filter(F.col(model.SCORE).isNull() | F.isnan(model.SCORE)).count() == 0
+
+
+def test_calibration_of_a_fold_without_adopters_is_refused_with_a_reason(folds) -> None:
+    _, valid, fitted = folds
+    with pytest.raises(ValueError, match="adopters and non-adopters"):
+        model.calibrator(fitted, valid.filter(F.col("label") == 0.0), method="platt")
+
+
+def test_an_offer_with_too_few_adopters_out_of_time_is_not_trained(settings, folds) -> None:
+    """Training has adopters, the out-of-time fold has one: no model (the champion stays), and why."""
+    from jobs import train as train_job
+    from xsell import offers
+
+    train, valid, _ = folds
+    offer = offers.Offer("cross-sell:x", "cross-sell", "x")
+    one = valid.filter(F.col("label") == 0.0).limit(300).unionByName(valid.filter(F.col("label") == 1.0).limit(1))
+    fitted = train_job.fit_offer(settings, offer, train.drop(model.WEIGHT), one.cache(), feature_columns=FEATURES)
+    assert fitted.model is None and fitted.positives > 100 and fitted.valid_positives == 1

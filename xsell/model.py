@@ -67,6 +67,9 @@ def calibrator(fitted: PipelineModel, fold: DataFrame, *, method: str) -> list:
     regression on the classifier's margin, or an isotonic regression on its probability. Appended to the
     fitted pipeline, they turn its output into probabilities that compare across offers (the balanced
     class weights of training leave the raw probabilities far too high)."""
+    classes = {row[0] for row in fold.select(LABEL).distinct().collect()}
+    if classes != {0.0, 1.0}:
+        raise ValueError(f"calibration needs adopters and non-adopters in its fold; it has labels {sorted(classes)}")
     scored = fitted.transform(fold)
     if method == "platt":
         margin = VectorSlicer(inputCol="rawPrediction", outputCol="calibration_margin", indices=[1])
@@ -84,15 +87,29 @@ def calibrator(fitted: PipelineModel, fold: DataFrame, *, method: str) -> list:
 
 
 def cross_calibrated(fitted: PipelineModel, fold: DataFrame, *, method: str) -> DataFrame:
-    """``fold`` scored with calibration fitted on the other half of it (two halves by customer hash): the
-    calibration of the final model is fitted on the whole fold, so its Brier score and calibration curve
-    are measured this way, never on the rows a calibrator saw."""
-    half = F.abs(F.xxhash64("customer_id")) % 2
+    """``fold`` scored with calibration fitted on the other half of it: the calibration of the final model
+    is fitted on the whole fold, so its Brier score and calibration curve are measured this way, never on
+    the rows a calibrator saw. The halves are stratified (adopters dealt alternately by customer hash,
+    the others split by the hash), so each half has adopters whenever the fold has two."""
+    halves = stratified_halves(fold)
     parts = [
-        score(with_calibration(fitted, calibrator(fitted, fold.filter(half != k), method=method)), fold.filter(half == k))
+        score(with_calibration(fitted, calibrator(fitted, halves.filter(F.col("_half") != k).drop("_half"),
+                                                  method=method)),
+              halves.filter(F.col("_half") == k).drop("_half"))
         for k in (0, 1)
     ]
     return parts[0].unionByName(parts[1])
+
+
+def stratified_halves(fold: DataFrame) -> DataFrame:
+    """``fold`` with ``_half`` (0 or 1): adopters numbered in customer-hash order and dealt alternately,
+    everyone else split by the hash (deterministic, and no sort of the large class)."""
+    hashed = F.xxhash64("customer_id")
+    adopters = fold.filter(F.col(LABEL) == 1.0)
+    # Adopters are few: a single-partition window over them is cheap.
+    dealt = adopters.withColumn("_half", (F.row_number().over(Window.orderBy(hashed, "customer_id")) % 2).cast("int"))
+    others = fold.filter(F.col(LABEL) != 1.0).withColumn("_half", (F.abs(hashed) % 2).cast("int"))
+    return dealt.unionByName(others)
 
 
 def with_calibration(fitted: PipelineModel, stages: Sequence) -> PipelineModel:
