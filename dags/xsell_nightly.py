@@ -3,8 +3,10 @@
 
 Turns the day's raw order data into cross-sell and up-sell audiences for the CRM.
 
-`validate` -> (`basket_rules`, `features`) -> `train` -> `score_publish`; each task is a `spark-submit`
-of a job in `jobs/`. The run date is the DAG run's data interval (`{{ ds }}`), never the wall clock; a
+`validate` -> (`basket_rules`, `features`) -> `train` -> `score_publish`, and `measure` (campaigns whose
+horizon has passed, against their control cells; drift of features and rules) -> `check`, which fails
+when a monitoring threshold is breached (score PSI included), so that Airflow alerts. Every task but
+`check` is a `spark-submit` of a job in `jobs/`; `check` only reads the warehouse. The run date is the DAG run's data interval (`{{ ds }}`), never the wall clock; a
 rerun of a date replaces that date's output. The Spark master comes from the Airflow connection
 `xsell_spark` (`AIRFLOW_CONN_XSELL_SPARK`, for example `{"conn_type": "spark", "host": "local[2]"}` or
 a `spark://host:7077` cluster); the xsell configuration overlay from `XSELL_ENV`.
@@ -20,12 +22,14 @@ import sys
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 SPARK_CONN_ID = "xsell_spark"
 AUDIENCES = Asset("xsell://warehouse/audiences")
 BASKET_RULES = Asset("xsell://warehouse/basket_rules")
+CAMPAIGN_RESULTS = Asset("xsell://warehouse/campaign_results")
+MONITORING = Asset("xsell://warehouse/monitoring")
 # Cheap to read at parse time (an environment variable, no database): lets tests shorten the wait.
 # spark-submit's own default is a 1 GB driver: the train job of the 4,000-customer demo ran out of heap.
 DRIVER_MEMORY = os.environ.get("XSELL_DRIVER_MEMORY", "2g")
@@ -61,9 +65,22 @@ with DAG(
     train = spark_job("train")
     score_publish = spark_job("score_publish", outlets=[AUDIENCES], args=("--attempt", "{{ ti.try_number }}"))
 
+    measure = spark_job("measure", outlets=[CAMPAIGN_RESULTS, MONITORING])
+
+    # A breach does not heal on a retry: one try, and the failure is the alert.
+    @task(task_id="check", retries=0)
+    def check(ds: str | None = None) -> None:
+        """Fail when a monitoring check of the run date breached its threshold."""
+        from jobs import check as check_job
+        from xsell.config import load_settings
+
+        check_job.run(load_settings(), dt.date.fromisoformat(ds))
+
     validate >> [basket_rules, features]
     features >> train
     [train, basket_rules] >> score_publish
+    [features, basket_rules] >> measure
+    [measure, score_publish] >> check()
 
 
 if __name__ == "__main__":

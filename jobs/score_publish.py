@@ -19,11 +19,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import features as feature_job
-from xsell import audience, inputs, lake, model, offers, runtime, tracking, warehouse
+from xsell import audience, inputs, lake, measure, model, offers, runtime, tracking, warehouse
 from xsell.config import Settings
 from xsell.spark import session
 
 log = logging.getLogger("xsell.score_publish")
+#: The ``source`` of the monitoring rows this job writes.
+SOURCE = "score_publish"
 
 
 def _consent_snapshot_fresh(settings: Settings, run_date: dt.date, snapshot_date: dt.date) -> None:
@@ -50,6 +52,26 @@ class Audience:
     versions: dict[str, tuple[str, str]]
     removed: dict[str, int]
     opt_outs: DataFrame
+    checks: list[dict[str, object]]
+
+
+def score_stability(settings: Settings, offer: offers.Offer, champion: tracking.Champion,
+                    scored: DataFrame) -> dict[str, object] | None:
+    """The ``psi_score`` monitoring row of an offer: today's scores of its eligible customers against the
+    out-of-time fold its champion was checked on (None for a champion trained without that reference)."""
+    import mlflow.artifacts
+
+    try:
+        reference = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{measure.SCORE_REFERENCE}")
+    except Exception as error:  # an older champion, or an artifact store that lost it
+        log.warning("%s: no score reference for champion v%s (%s): no score PSI", offer.offer_id, champion.version,
+                    error)
+        return None
+    value = measure.psi(reference["counts"], measure.histogram(scored, model.SCORE, reference["splits"]))
+    limit = settings.monitoring.max_psi
+    return {"source": SOURCE, "check_name": "psi_score", "offer_id": offer.offer_id, "subject": "score",
+            "value": value, "expected": 0.0, "threshold": limit, "breach": value > limit,
+            "detail": f"eligible customers' scores against champion v{champion.version}'s out-of-time fold"}
 
 
 def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str) -> Audience:
@@ -74,7 +96,7 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
     feature_frame = feature_job.read(spark, settings, cutoff).join(allowed, on="customer_id", how="left_semi").cache()
     profiled = feature_frame.count()
     rules = lake.read(spark, settings.lake, lake.BASKET_RULES).filter(F.col("run_date") == F.lit(run_date))
-    ranked_offers, versions = [], {}
+    ranked_offers, versions, checks = [], {}, []
     for offer in data.offers:
         champion = tracking.champion(offer.model_name)
         if champion is None:
@@ -91,6 +113,9 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
         removed[f"ineligible:{offer.offer_id}"] = profiled - candidates.count()
         champion_model = mlflow.spark.load_model(champion.uri)
         scored = model.score(champion_model, candidates, drivers=2, base_rate=champion.metrics.get(model.BASE_RATE))
+        stability = score_stability(settings, offer, champion, scored)
+        if stability is not None:
+            checks.append(stability)
         described = audience.describe_drivers(_named(scored, data.products), champion_model.stages[0].getInputCols())
         described = described.withColumn("reason", audience.reason(offer))
         ranked_offers.append(audience.rank_offer(described, offer, margin=audience.offer_margin(data.products, offer),
@@ -109,7 +134,7 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
     # Consent again on the final rows: nothing joined in later may bring an opted-out customer back.
     final = celled.join(allowed, on="customer_id", how="left_semi")
     rows = audience.export(final, run_date=run_date, run_id=run_id, model_versions=versions)
-    return Audience(rows, versions, removed, opt_outs)
+    return Audience(rows, versions, removed, opt_outs, checks)
 
 
 def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str, attempt: int = 1) -> str:
@@ -131,6 +156,8 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
                                 retention_days=settings.audience.retention_days)
         content_hash = target.publish(warehouse.AUDIENCES, rows, run_date=run_date, run_id=run_id, record=record,
                                       guard=guard)
+        target.replace_rows(warehouse.MONITORING, [{**row, "run_date": run_date, "run_id": run_id} for row in built.checks],
+                            where={"run_date": run_date, "source": SOURCE})
     except runtime.PublishBlocked as blocked:
         target.record_blocked(warehouse.RunRecord(run_date=run_date, run_id=run_id, rows_total=0, rows_by_offer={},
                                                   model_versions={}, attempt=attempt, status=f"blocked: {blocked}"))

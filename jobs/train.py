@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from jobs import basket_rules as rules_job
 from jobs import features as feature_job
-from xsell import baskets, features, inputs, model, offers, plots, rules, runtime, tracking
+from xsell import baskets, features, inputs, measure, model, offers, plots, rules, runtime, tracking
 from xsell.config import Settings
 from xsell.spark import session
 
@@ -84,6 +84,7 @@ class Fitted:
     example: pd.DataFrame | None = None
     oracle: dict[str, float] = field(default_factory=dict)
     valid_positives: int | None = None
+    score_reference: dict[str, list[float]] = field(default_factory=dict)
 
 
 def digest(frame: DataFrame) -> str:
@@ -166,12 +167,15 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         except Exception as error:  # a champion built on other feature columns cannot score this fold
             log.warning("%s: champion v%s cannot score the fold (%s); treated as absent", offer.offer_id,
                         current.version, error)
+    # The out-of-time fold's score distribution: scoring compares each run's scores with it (PSI).
+    splits = measure.edges(scored, model.SCORE, bins=settings.monitoring.psi_bins)
+    score_reference = {"splits": splits, "counts": measure.histogram(scored, model.SCORE, splits)}
     result = Fitted(
         offer, fitted, {**metrics, **model.decile_metrics(tables["model"]), model.BASE_RATE: base_rate},
         model.evaluate(by_rule), champion_auc, rows, positives,
         popularity_baseline=model.evaluate(by_popularity), deciles=tables,
         digests={"train": digest(train.drop(model.WEIGHT)), "valid": digest(valid)},
-        example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle,
+        example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle, score_reference=score_reference,
     )
     train.unpersist()
     valid.unpersist()
@@ -254,6 +258,7 @@ def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: 
             mlflow.log_figure(figure, name)
             plt.close(figure)
         mlflow.log_dict({name: table for name, table in fitted.deciles.items()}, "deciles.json")
+        mlflow.log_dict(fitted.score_reference, measure.SCORE_REFERENCE)
         signature = infer_signature(fitted.example, pd.DataFrame({model.SCORE: [0.5] * len(fitted.example)}))
         info = mlflow.spark.log_model(
             fitted.model, artifact_path="model", registered_model_name=offer.model_name, signature=signature,

@@ -142,6 +142,34 @@ class AudienceSettings(_Section):
     retention_days: int = Field(400, ge=1)
 
 
+class MeasurementSettings(_Section):
+    # A campaign (a published run date D) is measured once its horizon has passed, and again on the
+    # runs of the following `remeasure_days` days (late data for its window is picked up).
+    remeasure_days: int = Field(7, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    # Below this many control customers an offer's result is reported as inconclusive, not as a number.
+    min_control_customers: int = Field(100, ge=1)
+    experiment: str = "xsell-campaigns"
+
+
+class MonitoringSettings(_Section):
+    # Population stability index of these features (between the training fold's cutoff and the scoring
+    # cutoff) and of each offer's score (against the out-of-time fold the champion was checked on).
+    features: tuple[str, ...] = ("orders_30d", "orders_90d", "spend_30d", "spend_90d", "recency_days",
+                                 "tenure_days")
+    psi_bins: int = Field(10, ge=2)
+    max_psi: float = Field(0.25, gt=0)
+    # Rule-set churn: the share of the previous run's top rules (by lift) still among today's.
+    rule_top_n: int = Field(50, ge=1)
+    min_rule_overlap: float = Field(0.5, ge=0, le=1)
+    # Matured campaigns: the realized top-decile lift must reach this share of the promised one, and the
+    # control cell's observed rate must lie within this factor of the mean published score, once at
+    # least `min_positives` adoptions make the comparison meaningful.
+    min_lift_ratio: float = Field(0.5, ge=0)
+    max_calibration_factor: float = Field(2.0, ge=1)
+    min_positives: int = Field(20, ge=1)
+
+
 class MlflowSettings(_Section):
     tracking_uri: str | None = None
     artifact_location: str | None = None
@@ -191,6 +219,8 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     offers: Literal["auto"] | tuple[OfferSettings, ...] = "auto"
     audience: AudienceSettings = AudienceSettings()
+    measurement: MeasurementSettings = MeasurementSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     mlflow: MlflowSettings = MlflowSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
 

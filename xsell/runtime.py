@@ -21,6 +21,14 @@ class PublishBlocked(RuntimeError):
     """A publish refused by a safety check (consent, volume, keys); the previous audience stays."""
 
 
+class JobRefused(RuntimeError):
+    """A job asked for something it cannot do (a campaign that has not matured yet, say)."""
+
+
+class CheckFailed(RuntimeError):
+    """A monitoring threshold was breached: the check task fails so that the scheduler alerts."""
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run-date", required=True, type=dt.date.fromisoformat,
@@ -53,7 +61,7 @@ def execute(job: Callable[[argparse.Namespace, Settings], None], args: argparse.
         args.run_id = args.run_id or new_run_id(args.run_date)
         job(args, settings)
     except (DataQualityError, ConfigError, PublishBlocked, RuleBudgetExceeded, TrackingUnavailable,
-            FileNotFoundError) as error:
+            FileNotFoundError, JobRefused, CheckFailed) as error:
         log.error("%s", error)
         print(f"xsell: {error}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -199,6 +199,60 @@ VALIDATION_RUNS_COLUMNS = (
 )
 VALIDATION_RUNS_KEY = ("table_name", "data_date", "run_id")
 
+#: One row per campaign (the run date an audience was published for) and offer: treatment against the
+#: randomized control cell over the horizon that followed. Numbers are null when ``status`` is not
+#: ``measured`` (too few control customers is no conclusion). Uplifts are differences of adoption rates
+#: (treatment - control) with their ``confidence`` interval; revenue and margin are of the offer's
+#: target bought in the window, in the orders' currency.
+CAMPAIGN_RESULTS_COLUMNS = (
+    ("run_date", "DATE"),
+    ("offer_id", "VARCHAR"),
+    ("offer_type", "VARCHAR"),
+    ("window_start", "DATE"),
+    ("window_end", "DATE"),
+    ("treated", "BIGINT"),
+    ("control", "BIGINT"),
+    ("treated_conversions", "BIGINT"),
+    ("control_conversions", "BIGINT"),
+    ("treated_rate", "DOUBLE PRECISION"),
+    ("control_rate", "DOUBLE PRECISION"),
+    ("uplift", "DOUBLE PRECISION"),
+    ("uplift_low", "DOUBLE PRECISION"),
+    ("uplift_high", "DOUBLE PRECISION"),
+    ("relative_uplift", "DOUBLE PRECISION"),
+    ("relative_uplift_low", "DOUBLE PRECISION"),
+    ("relative_uplift_high", "DOUBLE PRECISION"),
+    ("p_value", "DOUBLE PRECISION"),
+    ("significant", "BOOLEAN"),
+    ("incremental_conversions", "DOUBLE PRECISION"),
+    ("incremental_revenue", "DOUBLE PRECISION"),
+    ("incremental_margin", "DOUBLE PRECISION"),
+    ("confidence", "DOUBLE PRECISION"),
+    ("status", "VARCHAR"),
+    ("measured_on", "DATE"),
+    ("run_id", "VARCHAR"),
+)
+CAMPAIGN_RESULTS_KEY = ("run_date", "offer_id")
+
+#: One row per check of a run: ``check_name`` (psi_feature, psi_score, rule_overlap, realized_lift,
+#: calibration), the offer it concerns (``*`` for all), its ``subject`` (a feature, a campaign date and
+#: decile...), the measured ``value`` against the ``expected`` one and the ``threshold``; ``breach`` fails
+#: the DAG's check task. ``source`` is the job that wrote the row (each job replaces its own rows).
+MONITORING_COLUMNS = (
+    ("run_date", "DATE"),
+    ("source", "VARCHAR"),
+    ("check_name", "VARCHAR"),
+    ("offer_id", "VARCHAR"),
+    ("subject", "VARCHAR"),
+    ("value", "DOUBLE PRECISION"),
+    ("expected", "DOUBLE PRECISION"),
+    ("threshold", "DOUBLE PRECISION"),
+    ("breach", "BOOLEAN"),
+    ("detail", "VARCHAR"),
+    ("run_id", "VARCHAR"),
+)
+MONITORING_KEY = ("run_date", "source", "check_name", "offer_id", "subject")
+
 
 _TYPES: dict[str, DataType] = {
     "STRING": StringType(), "INT": IntegerType(), "BIGINT": LongType(), "DOUBLE": DoubleType(),

@@ -54,6 +54,7 @@ class Champion:
     version: str
     uri: str
     metrics: dict[str, float]
+    run_id: str | None = None
 
 
 def champion(model_name: str) -> Champion | None:
@@ -69,7 +70,8 @@ def champion(model_name: str) -> Champion | None:
             return None
         raise
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
-    return Champion(model_name, str(version.version), f"models:/{model_name}/{version.version}", metrics)
+    return Champion(model_name, str(version.version), f"models:/{model_name}/{version.version}", metrics,
+                    version.run_id or None)
 
 
 def promote_if_better(model_name: str, version: str, metrics: dict[str, float], *, margin: float,

@@ -36,6 +36,8 @@ BUNDLES = "bundles"
 BOUGHT_TOGETHER = "bought_together"
 AUDIENCE_RUNS = "audience_runs"
 VALIDATION_RUNS = "validation_runs"
+CAMPAIGN_RESULTS = "campaign_results"
+MONITORING = "monitoring"
 CRM_VIEW = "crm_audience_current"
 
 #: Live tables: name -> (columns, primary key).
@@ -47,6 +49,8 @@ TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
     BOUGHT_TOGETHER: (schemas.BOUGHT_TOGETHER_COLUMNS, schemas.BOUGHT_TOGETHER_KEY),
     AUDIENCE_RUNS: (schemas.AUDIENCE_RUNS_COLUMNS, ("run_date", "run_id")),
     VALIDATION_RUNS: (schemas.VALIDATION_RUNS_COLUMNS, schemas.VALIDATION_RUNS_KEY),
+    CAMPAIGN_RESULTS: (schemas.CAMPAIGN_RESULTS_COLUMNS, schemas.CAMPAIGN_RESULTS_KEY),
+    MONITORING: (schemas.MONITORING_COLUMNS, schemas.MONITORING_KEY),
 }
 
 
@@ -121,6 +125,18 @@ class Warehouse(Protocol):
         """Run ``sql`` (``?`` placeholders) and return all rows."""
         ...
 
+    def table_name(self, table: str) -> str:
+        """``table`` qualified with the warehouse schema, quoted for SQL."""
+        ...
+
+    def replace_rows(self, table: str, rows: Sequence[dict[str, Any]], *, where: dict[str, Any]) -> None:
+        """Delete the rows of ``table`` matching ``where`` and insert ``rows``, in one transaction."""
+        ...
+
+    def read_run_date(self, spark: Any, table: str, run_date: dt.date) -> DataFrame:
+        """The rows of ``table`` for ``run_date`` as a Spark frame (read at scale, not through Python)."""
+        ...
+
 
 def _staging_name(table: str, run_id: str) -> str:
     return f"{table}__stage_{hashlib.sha1(run_id.encode()).hexdigest()[:12]}"
@@ -167,6 +183,9 @@ class _SqlWarehouse:
     # --- shared ---
     def _qualified(self, table: str) -> str:
         return f"{identifier(self.schema)}.{identifier(table)}"
+
+    def table_name(self, table: str) -> str:
+        return self._qualified(table)
 
     def ensure_tables(self) -> None:
         """Create what is missing; refuse a live table whose columns are not the contract's (an older
@@ -265,6 +284,19 @@ class _SqlWarehouse:
             self._insert_record(tx, record, None)
 
 
+    def replace_rows(self, table: str, rows: Sequence[dict[str, Any]], *, where: dict[str, Any]) -> None:
+        columns = [name for name, _ in TABLES[table][0]]
+        missing = [row for row in rows if any(row.get(k) != v for k, v in where.items())]
+        if missing:
+            raise ValueError(f"{table}: {len(missing)} rows do not match {where}: they would outlive a rerun")
+        live = self._qualified(table)
+        condition = " AND ".join(f"{identifier(key)} = ?" for key in where) or "TRUE"
+        with self._transaction() as tx:
+            tx.execute(f"DELETE FROM {live} WHERE {condition}", list(where.values()))
+            for row in rows:
+                tx.execute(f"INSERT INTO {live} ({', '.join(identifier(c) for c in columns)}) "
+                           f"VALUES ({', '.join('?' for _ in columns)})", [row.get(c) for c in columns])
+
     def record_validation(self, rows: Sequence[dict[str, Any]]) -> None:
         """Write ``validation_runs`` rows (dicts of its columns, ``validated_at`` set here) in one
         transaction, replacing a row of the same table, data day and run."""
@@ -316,6 +348,20 @@ class DuckDBWarehouse(_SqlWarehouse):
     def _drop_stage(self, name: str) -> None:
         shutil.rmtree(self.staging_root / name, ignore_errors=True)
 
+    def read_run_date(self, spark: Any, table: str, run_date: dt.date) -> DataFrame:
+        # Exported to Parquet by DuckDB and read by Spark: no row passes through Python. Spark reads
+        # lazily, so the export is cached first and its folder left for the next export to replace.
+        location = self.staging_root / f"read_{table}_{run_date.isoformat()}"
+        shutil.rmtree(location, ignore_errors=True)
+        location.mkdir(parents=True)
+        target = str(location / "part-0.parquet").replace("'", "''")
+        with self._transaction() as tx:
+            tx.execute(f"COPY (SELECT * FROM {self._qualified(table)} WHERE run_date = DATE '{run_date.isoformat()}') "
+                       f"TO '{target}' (FORMAT parquet)")
+        frame = spark.read.parquet(str(location)).cache()
+        frame.count()
+        return frame
+
 
 class _PsycopgTransaction:
     """psycopg with the ``?`` placeholders the shared SQL is written with."""
@@ -362,6 +408,14 @@ class PostgresWarehouse(_SqlWarehouse):
     def _drop_stage(self, name: str) -> None:
         with self._connect() as connection:
             connection.execute(f"DROP TABLE IF EXISTS {self._qualified(name)}")
+
+    def read_run_date(self, spark: Any, table: str, run_date: dt.date) -> DataFrame:
+        properties = {"driver": "org.postgresql.Driver", "user": self.settings.user}
+        if self.settings.password:
+            properties["password"] = self.settings.password
+        query = (f"(SELECT * FROM {self._qualified(table)} WHERE run_date = DATE '{run_date.isoformat()}') "
+                 f"AS {identifier(table)}")
+        return spark.read.jdbc(self.settings.jdbc_url, query, properties=properties)
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
