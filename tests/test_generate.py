@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from xsell.generate import DIRT_KINDS, WorldSpec, catalogue, generate, offers, true_propensity
+from xsell.generate import DIRT_KINDS, Campaign, Drift, WorldSpec, catalogue, generate, offers, true_propensity
 from xsell.schemas import CUSTOMERS, CUSTOMERS_DDL, MAX_TIER, ORDER_LINES, ORDER_LINES_DDL, PRODUCTS, PRODUCTS_DDL
 from xsell.schemas import column_names, struct
 
@@ -139,6 +139,22 @@ def test_same_seed_writes_identical_files(tmp_path: Path, tiny: tuple[Path, Path
     generate(tmp_path / "landing", tmp_path / "truth", TINY, log=lambda _: None)
     assert _files(tmp_path / "landing") == _files(landing)
     assert _files(tmp_path / "truth") == _files(truth)
+
+
+def test_same_campaigns_and_drift_write_identical_files(tmp_path: Path, tiny: tuple[Path, Path, dict]) -> None:
+    cutoff = date(2025, 3, 31)
+    scores = true_propensity(tiny[1], TINY, cutoff=cutoff, horizon_days=HORIZON)
+    audience = scores.loc[scores["eligible"], ["customer_id", "offer_id"]]
+    audience = audience.assign(cell=np.where(np.arange(len(audience)) % 3 == 0, "control", "treatment"))
+    campaign = Campaign(cutoff, audience, dict.fromkeys(audience["offer_id"], 0.2), HORIZON)
+    drift = Drift(date(2025, 4, 10), rate_factor=1.3, spend_factor=1.1)
+    for run in ("first", "second"):
+        generate(tmp_path / run / "landing", tmp_path / run / "truth", TINY, campaigns=[campaign], drift=drift,
+                 log=lambda _: None)
+    assert _files(tmp_path / "first") == _files(tmp_path / "second")
+    assert (tmp_path / "first" / "truth" / "campaigns" / f"run_date={cutoff}" / "planted.csv").is_file()
+    # Campaigns and drift are part of the world: its data differs from the plain world's after them.
+    assert _files(tmp_path / "first" / "landing") != _files(tiny[0])
 
 
 def test_other_seed_writes_other_orders(tmp_path: Path, tiny: tuple[Path, Path, dict]) -> None:

@@ -1,6 +1,9 @@
 """The ``xsell`` command: demo data and one-shot local runs.
 
     xsell generate [--customers N] [--start D] [--end D] [--seed S] [--dirty-share F] [--format csv|parquet]
+                   [--drift-from D [--drift-rate F] [--drift-spend F]]
+    xsell simulate-campaign --run-date D --until D2 [--uplift OFFER=U ...] [--horizon-days H]
+                   [--drift-from D ...]   # the demo world continued past D, the audience of D treated
     xsell import FORMAT SOURCE [--landing DIR] [--hierarchy FILE]   # a public dataset into the landing zone
     xsell run --run-date D [--since D] [--env ENV]   # every stage in one process, for notebooks and debugging
     xsell rules BASKETS_FILE --sep SEP --min-support S --min-confidence C [--min-len N] [--max-len N]
@@ -13,9 +16,15 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from xsell.config import load_settings
+from xsell.config import Settings, load_settings
 from xsell.runtime import EXIT_USER_ERROR, configure_logging
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from xsell.generate import Drift
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -24,12 +33,124 @@ def _generate(args: argparse.Namespace) -> None:
     settings = load_settings(args.env)
     spec = generate.WorldSpec(customers=args.customers, start=args.start, end=args.end, seed=args.seed,
                               dirty_share=args.dirty_share, fmt=args.format)
-    landing = Path(args.landing) if args.landing else settings.landing
-    truth = Path(args.truth) if args.truth else settings.truth
-    summary = generate.generate(landing, truth, spec)
+    landing, truth = _demo_folders(args, settings)
+    drift = _drift(args)
+    summary = generate.generate(landing, truth, spec, drift=drift)
     for cutoff in args.truth_cutoff or ():
-        generate.true_propensity(truth, spec, cutoff=cutoff, horizon_days=settings.model.horizon_days)
+        generate.true_propensity(truth, spec, cutoff=cutoff, horizon_days=settings.model.horizon_days, drift=drift)
     print(f"xsell generate: {summary}")
+
+
+def _simulate_campaign(args: argparse.Namespace) -> None:
+    """The saved demo world regenerated up to ``--until``, every stored campaign and the audience of
+    ``--run-date`` applied (that date's campaign replaced if it was stored before)."""
+    from xsell import generate
+
+    command = "simulate-campaign"
+    settings = load_settings(args.env)
+    if args.until <= args.run_date:
+        _fail(command, f"--until {args.until} must be after --run-date {args.run_date}")
+    landing, truth = _demo_folders(args, settings)
+    try:
+        spec, campaigns, drift = generate.read_world(truth)
+    except FileNotFoundError as error:
+        _fail(command, f"{error.filename}: not found (write the demo world first: xsell generate)")
+    except ValueError as error:
+        _fail(command, str(error))
+    unknown = sorted(set(dict(args.uplift)) - set(generate.DEFAULT_UPLIFT))
+    if unknown:
+        args.parser.error(f"--uplift: not an offer of the demo world: {', '.join(unknown)}")
+    audience = _published_audience(settings, args.run_date)
+    if audience.empty:
+        _fail(command, f"no audience published for {args.run_date} in {settings.duckdb_path}")
+    horizon = settings.model.horizon_days if args.horizon_days is None else args.horizon_days
+    new_drift = _drift(args)
+    if new_drift is not None and new_drift.start <= args.run_date:
+        # The days up to the run date are what the pipeline saw when it published the audience.
+        args.parser.error(f"--drift-from {new_drift.start} must be after --run-date {args.run_date}")
+    drift = new_drift or drift
+    try:
+        campaign = generate.Campaign(args.run_date, audience, {**generate.DEFAULT_UPLIFT, **dict(args.uplift)},
+                                     horizon)
+        campaigns = (*(c for c in campaigns if c.run_date != args.run_date), campaign)
+        spec = spec.continued(args.until)
+        # The regeneration deletes the truth's propensity files: the ones there were are written again.
+        cutoffs = {dt.date.fromisoformat(p.name.removeprefix("cutoff=")) for p in truth.glob("propensity/cutoff=*")}
+        cutoffs = sorted(c for c in cutoffs | {args.run_date} if spec.start <= c <= spec.end)
+        summary = generate.generate(landing, truth, spec, campaigns=campaigns, drift=drift)
+    except ValueError as error:  # nothing is deleted before generate() has checked the campaigns
+        _fail(command, str(error))
+    for cutoff in cutoffs:
+        generate.true_propensity(truth, spec, cutoff=cutoff, horizon_days=settings.model.horizon_days,
+                                 campaigns=campaigns, drift=drift)
+    planted = truth / "campaigns" / f"run_date={args.run_date}" / "planted.csv"
+    print(f"xsell {command}: {len(audience)} audience rows of {args.run_date}, {len(campaigns)} campaign(s), "
+          f"world to {args.until}: {summary} -> {planted}")
+
+
+# --- the one place that reads the warehouse outside xsell.warehouse ----------------------------------
+def _published_audience(settings: Settings, run_date: dt.date) -> pd.DataFrame:
+    """``customer_id, offer_id, cell`` of the audience published for ``run_date``, read-only from the DuckDB
+    warehouse file (``settings.duckdb_path``, schema ``warehouse.schema``); empty if none was published."""
+    import duckdb
+
+    from xsell.warehouse import AUDIENCES, identifier
+
+    command = "simulate-campaign"
+    if settings.warehouse.target != "duckdb":
+        _fail(command, f"reads the DuckDB warehouse only (warehouse.target is {settings.warehouse.target})")
+    path = settings.duckdb_path
+    if not path.is_file():
+        _fail(command, f"no audience published for {run_date}: no warehouse file {path}")
+    table = f"{identifier(settings.warehouse.schema_name)}.{identifier(AUDIENCES)}"
+    try:
+        with duckdb.connect(str(path), read_only=True) as connection:
+            return connection.execute(f"SELECT customer_id, offer_id, cell FROM {table} WHERE run_date = ? "
+                                      "ORDER BY offer_id, customer_id", [run_date]).df()
+    except duckdb.Error as error:
+        _fail(command, f"cannot read the audiences of {path}: {str(error).splitlines()[0]}")
+
+
+def _demo_folders(args: argparse.Namespace, settings: Settings) -> tuple[Path, Path]:
+    """The demo world's landing and truth folders: the command's --landing/--truth, else the settings'."""
+    return (Path(args.landing) if args.landing else settings.landing,
+            Path(args.truth) if args.truth else settings.truth)
+
+
+def _drift(args: argparse.Namespace) -> Drift | None:
+    """The Drift of --drift-from/--drift-rate/--drift-spend, or None when --drift-from is not given."""
+    from xsell.generate import Drift
+
+    if args.drift_from is None:
+        if args.drift_rate is not None or args.drift_spend is not None:
+            args.parser.error("--drift-rate and --drift-spend need --drift-from")
+        return None
+    try:
+        return Drift(args.drift_from, *(1.0 if f is None else f for f in (args.drift_rate, args.drift_spend)))
+    except ValueError as error:
+        args.parser.error(str(error))
+
+
+def _uplift(value: str) -> tuple[str, float]:
+    """``OFFER=U`` of --uplift."""
+    offer, sep, number = value.rpartition("=")
+    try:
+        uplift = float(number)
+    except ValueError:
+        uplift = -1.0
+    if not sep or not offer or not 0.0 <= uplift < 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected OFFER=U with U in [0, 1)")
+    return offer, uplift
+
+
+def _demo_arguments(command: argparse.ArgumentParser) -> None:
+    """Folders and drift, shared by generate and simulate-campaign."""
+    command.add_argument("--landing", default=None, help="default: <home>/landing")
+    command.add_argument("--truth", default=None, help="default: <home>/truth")
+    command.add_argument("--drift-from", type=dt.date.fromisoformat, default=None,
+                         help="plant a drift from this day on (without it, simulate-campaign keeps the world's drift)")
+    command.add_argument("--drift-rate", type=float, default=None, help="visit rate factor of the drift (default 1)")
+    command.add_argument("--drift-spend", type=float, default=None, help="price factor of the drift (default 1)")
 
 
 def _import(args: argparse.Namespace) -> None:
@@ -157,11 +278,20 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--dirty-share", type=float, default=0.005)
     gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    gen.add_argument("--landing", default=None, help="default: <home>/landing")
-    gen.add_argument("--truth", default=None, help="default: <home>/truth")
+    _demo_arguments(gen)
     gen.add_argument("--truth-cutoff", type=dt.date.fromisoformat, action="append",
                      help="also write each customer's true propensity per offer for this cutoff (repeatable)")
-    gen.set_defaults(handler=_generate)
+    gen.set_defaults(handler=_generate, parser=gen)
+
+    sim = commands.add_parser("simulate-campaign",
+                              help="continue the demo world past a run date, its published audience treated")
+    sim.add_argument("--run-date", type=dt.date.fromisoformat, required=True, help="the audience's run date D")
+    sim.add_argument("--until", type=dt.date.fromisoformat, required=True, help="the world's new last day (> D)")
+    sim.add_argument("--uplift", type=_uplift, action="append", default=[], metavar="OFFER=U",
+                     help="planted uplift of one offer (repeatable; default: xsell.generate.DEFAULT_UPLIFT)")
+    sim.add_argument("--horizon-days", type=int, default=None, help="response window (default: model.horizon_days)")
+    _demo_arguments(sim)
+    sim.set_defaults(handler=_simulate_campaign, parser=sim)
 
     imp = commands.add_parser("import", help="map a public dataset onto the raw landing contract")
     # importers.FORMATS, spelled out so that building the parser does not import pandas

@@ -30,18 +30,32 @@ from another category (:func:`_check_world` enforces what the constants could br
 
 The world begins at ``spec.start``: customers who signed up earlier have no purchases before it, so a
 pipeline that reads every landing partition sees the whole history that the truth conditions on.
+
+Campaigns and drift, for measuring a published audience against its control cell and for monitoring. A
+:class:`Campaign` is an audience published for a run date ``D`` (customer, offer, cell) with a planted
+uplift ``u`` per offer: each treated row is a responder with probability ``u``, drawn with a stream of
+its own, and a responder places one extra completed order on a uniform day of ``D+1 .. D+horizon`` that
+adopts the offer's target (one plain product of the category, or the tier just above the one owned on
+that day); control rows are untouched. Since the response is independent of the natural adoption, a
+treated customer adopts with probability ``1 - (1 - p0) (1 - u)``, ``p0`` being :func:`true_propensity`
+at ``D``: an offer's expected absolute uplift is ``u`` times the mean of ``1 - p0`` over its eligible
+audience (``truth/campaigns/run_date=D/planted.csv``). A :class:`Drift` multiplies every customer's visit
+rate and every price from its start day on; :func:`true_propensity` models the rate factor exactly.
+Neither draws from the streams of the natural world, so every day before a campaign's delivery or a
+drift's start is written byte for byte as without them; both are part of the world's identity.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import io
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -262,6 +276,24 @@ GUEST_LINES_PER_ORDER = (0.6, 0.3, 0.1)
 FUTURE_TS_DAYS = (1, 10)
 TRUTH_BLOCK = 100_000
 
+# --- campaigns and drift ------------------------------------------------------------------------------
+#: Planted uplift per offer of ``offers(catalogue())``: the chance that a treated customer responds by
+#: adopting the offer's target within the campaign's horizon. Cross-sells 3-10 %, up-sells 2-6 %, and one
+#: offer of each kind at exactly 0: a campaign that changes nothing, which a measurement must not call a
+#: success. ``xsell simulate-campaign --uplift OFFER=U`` overrides single offers.
+DEFAULT_UPLIFT: dict[str, float] = {
+    "cross-sell:bikes": 0.03, "cross-sell:bike_care": 0.08, "cross-sell:computers": 0.05,
+    "cross-sell:printing": 0.06, "cross-sell:office": 0.10, "cross-sell:coffee": 0.07, "cross-sell:home": 0.0,
+    "cross-sell:garden": 0.04,
+    "up-sell:bike": 0.03, "up-sell:laptop": 0.02, "up-sell:printer": 0.05, "up-sell:coffee_machine": 0.06,
+    "up-sell:care_plan": 0.04, "up-sell:mower": 0.0,
+}
+CELLS = ("treatment", "control")
+CAMPAIGN_AUDIENCE_COLUMNS = ("customer_id", "offer_id", "cell")
+#: Columns of ``truth/campaigns/run_date=D/planted.csv`` (one row per offer of the audience).
+PLANTED_COLUMNS = ("offer_id", "planted_uplift", "treated", "control", "expected_control_rate",
+                   "expected_absolute_uplift", "responders", "eligible")
+
 _NEVER = np.iinfo(np.int32).max
 _EPOCH = date(1970, 1, 1)
 _SECONDS_PER_DAY = 86_400
@@ -280,12 +312,18 @@ class WorldSpec:
     guest_share: float = 0.03  # lines of guest checkouts (empty customer_id): legitimate, not dirt
     snapshot_days: int = 7  # products/customers snapshots written for the last N days of the range
     fmt: str = "csv"  # "csv" or "parquet"
+    # Last day of the customer draw (signups and consent changes); None: `end`. The customers depend on it,
+    # so a world continued past its end keeps the old end here: its customers, and every day up to the old
+    # end, stay as they were (and nobody new signs up after it).
+    population_end: datetime.date | None = None
 
     def __post_init__(self) -> None:
         if self.customers < 1:
             raise ValueError("customers must be at least 1")
         if self.end < self.start:
             raise ValueError("end must not be before start")
+        if self.population_end is not None and self.population_end < self.start:
+            raise ValueError("population_end must not be before start")
         for name in ("dirty_share", "opt_out_share", "guest_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
@@ -295,7 +333,85 @@ class WorldSpec:
             raise ValueError("fmt must be 'csv' or 'parquet'")
 
     def to_json(self) -> dict:
-        return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in dataclasses.asdict(self).items()}
+        # population_end only when set, so that a world that never used it keeps the world.json it had.
+        return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in dataclasses.asdict(self).items()
+                if not (k == "population_end" and v is None)}
+
+    @classmethod
+    def from_json(cls, values: dict) -> WorldSpec:
+        dates = {k: date.fromisoformat(values[k]) for k in ("start", "end", "population_end") if k in values}
+        return cls(**{**values, **dates})
+
+    def continued(self, end: date) -> WorldSpec:
+        """The same world observed up to ``end``: same customers, the same data up to this spec's end."""
+        return dataclasses.replace(self, end=end, population_end=self.population_end or self.end)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: a DataFrame field has no single truth value to compare by
+class Campaign:
+    """An audience published for ``run_date`` and the response planted in its treatment cell.
+
+    ``audience`` holds one row per (customer_id, offer_id) with ``cell`` "treatment" or "control" (other
+    columns are dropped; rows are kept sorted by offer and customer); ``uplift`` maps every offer of the
+    audience to u in [0, 1), the chance that a treated row responds. The offer is delivered on
+    ``run_date + 1``; a responder adopts on a uniform day of ``run_date + 1 .. run_date + horizon_days``.
+    """
+
+    run_date: date
+    audience: pd.DataFrame
+    uplift: dict[str, float]
+    horizon_days: int
+
+    def __post_init__(self) -> None:
+        missing = set(CAMPAIGN_AUDIENCE_COLUMNS) - set(self.audience.columns)
+        if missing:
+            raise ValueError(f"campaign {self.run_date}: the audience has no column {', '.join(sorted(missing))}")
+        audience = (self.audience[list(CAMPAIGN_AUDIENCE_COLUMNS)].astype(str)
+                    .sort_values(["offer_id", "customer_id"], kind="stable").reset_index(drop=True))
+        if audience.duplicated(["offer_id", "customer_id"]).any():
+            raise ValueError(f"campaign {self.run_date}: a customer appears twice for the same offer")
+        if not audience["cell"].isin(CELLS).all():
+            raise ValueError(f"campaign {self.run_date}: cells must be {' or '.join(CELLS)}")
+        if self.horizon_days < 1:
+            raise ValueError(f"campaign {self.run_date}: horizon_days must be at least 1")
+        unknown = sorted(set(audience["offer_id"]) - set(self.uplift))
+        if unknown:
+            raise ValueError(f"campaign {self.run_date}: no uplift for {', '.join(unknown)}")
+        # Only the offers of the audience matter, so only they are part of the world's identity.
+        uplift = {offer: float(self.uplift[offer]) for offer in sorted(set(audience["offer_id"]))}
+        if not all(0.0 <= u < 1.0 for u in uplift.values()):
+            raise ValueError(f"campaign {self.run_date}: an uplift must be in [0, 1)")
+        object.__setattr__(self, "audience", audience)
+        object.__setattr__(self, "uplift", uplift)
+
+    def digest(self) -> str:
+        """sha256 of the audience as sorted CSV: what ``world.json`` records of it."""
+        return hashlib.sha256(self.audience.to_csv(index=False, lineterminator="\n").encode()).hexdigest()
+
+    def to_json(self) -> dict:
+        return {"run_date": self.run_date.isoformat(), "horizon_days": self.horizon_days, "uplift": self.uplift,
+                "audience_rows": len(self.audience), "audience_sha256": self.digest()}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """From ``start`` on, every customer's visit rate is multiplied by ``rate_factor`` and every price
+    (customers' and guests' lines, campaign orders) by ``spend_factor``."""
+
+    start: date
+    rate_factor: float = 1.0
+    spend_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.rate_factor > 0 and self.spend_factor > 0):
+            raise ValueError("drift factors must be positive")
+
+    def to_json(self) -> dict:
+        return {"start": self.start.isoformat(), "rate_factor": self.rate_factor, "spend_factor": self.spend_factor}
+
+    @classmethod
+    def from_json(cls, values: dict) -> Drift:
+        return cls(date.fromisoformat(values["start"]), values["rate_factor"], values["spend_factor"])
 
 
 # --- public catalogue and offers ---------------------------------------------------------------------
@@ -447,6 +563,18 @@ def _day_factor(days: np.ndarray) -> np.ndarray:
     return np.asarray(WEEKDAY_FACTOR)[_weekday(days)] * yearly
 
 
+def _visit_factor(days: np.ndarray, drift: Drift | None) -> np.ndarray:
+    """:func:`_day_factor`, times the drift's rate factor from its start day on."""
+    factor = _day_factor(days)
+    if drift is None:
+        return factor
+    return np.where(np.asarray(days) >= _day(drift.start), factor * drift.rate_factor, factor)
+
+
+def _price_level(day: int, drift: Drift | None) -> float:
+    return drift.spend_factor if drift is not None and day >= _day(drift.start) else 1.0
+
+
 def _category_season(days: np.ndarray) -> np.ndarray:
     """(len(days), C) multiplier of each category's slot probabilities."""
     doy = _day_of_year(days).astype(np.float64)
@@ -498,7 +626,7 @@ class _Customers:
 
 def _draw_customers(spec: WorldSpec, rng: np.random.Generator) -> _Customers:
     n = spec.customers
-    start, end = _day(spec.start), _day(spec.end)
+    start, end = _day(spec.start), _day(spec.population_end or spec.end)
     pre = rng.random(n) < PRE_RANGE_SIGNUP_SHARE
     signup = np.where(pre, rng.integers(start - 365 * PRE_RANGE_SIGNUP_YEARS, start, n),
                       rng.integers(start, end + 1, n))
@@ -592,8 +720,9 @@ _COMPLETED, _CANCELLED, _RETURNED = range(3)
 class _Simulation:
     """Day-by-day simulation; ``run`` yields each day's lines (clean, guests, returns and dirt)."""
 
-    def __init__(self, spec: WorldSpec, world: _World, customers: _Customers) -> None:
-        self.spec, self.world, self.customers = spec, world, customers
+    def __init__(self, spec: WorldSpec, world: _World, customers: _Customers, *,
+                 campaigns: Sequence[Campaign] = (), drift: Drift | None = None) -> None:
+        self.spec, self.world, self.customers, self.drift = spec, world, customers, drift
         streams = np.random.SeedSequence([spec.seed, WORLD_VERSION, 1]).spawn(5)
         self.rng_orders, self.rng_details, self.rng_guests, self.rng_returns, self.rng_dirt = (
             np.random.default_rng(s) for s in streams)
@@ -606,6 +735,8 @@ class _Simulation:
         self.guest_lines = 0
         # Guests buy by overall popularity; tiers by the base shares.
         self.guest_slot_p = world.slot_weight / world.slot_weight.sum()
+        self.responses, self.responders = _plan_responses(spec, world, customers, campaigns, self.hour_p)
+        self.campaign_orders = 0
 
     # -- customers' orders
     def _baskets(self, day: int) -> tuple[np.ndarray, np.ndarray]:
@@ -613,7 +744,7 @@ class _Simulation:
         w, c, s = self.world, self.customers, self.state
         rng = self.rng_orders
         active = int(np.searchsorted(c.signup_day, day, side="right"))
-        visit = rng.random(active) < _visit_probability(c.rate[:active], _day_factor(np.array([day]))[0])
+        visit = rng.random(active) < _visit_probability(c.rate[:active], _visit_factor(np.array([day]), self.drift)[0])
         who = np.flatnonzero(visit)
         m = len(who)
         season = _category_season(np.array([day]))[0]
@@ -663,18 +794,22 @@ class _Simulation:
         # the basket's status, so a cancellation still takes the whole basket (the truth relies on it).
         part = (_line_numbers(basket) - 1) // MAX_ORDER_LINES
         _, order = np.unique(basket * (len(product) + 1) + part, return_inverse=True)
-        quantity, price = self._quantity_price(rng, product, currency[basket])
+        quantity, price = self._quantity_price(rng, product, currency[basket], day)
         return _Lines(order=first_key + order, line=_line_numbers(order), customer=who[basket],
                       second=second[basket], product=product, quantity=quantity, price=price,
                       currency=currency[basket], channel=channel[basket], status=status[basket])
 
-    def _quantity_price(self, rng: np.random.Generator, product: np.ndarray,
-                        currency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _quantity_price(self, rng: np.random.Generator, product: np.ndarray, currency: np.ndarray,
+                        day: int) -> tuple[np.ndarray, np.ndarray]:
         n = len(product)
         quantity = np.where(self.world.consumable[product], rng.integers(1, 4, n), 1)
         factor = rng.choice([f for f, _ in DISCOUNTS], n, p=[s for _, s in DISCOUNTS])
-        price = np.round(self.world.list_price[product] * self.fx[currency] * factor, 2)
-        return quantity, price
+        return quantity, self._price(product, currency, factor, day)
+
+    def _price(self, product: np.ndarray, currency: np.ndarray, factor: np.ndarray | float, day: int) -> np.ndarray:
+        # Without drift the level is 1.0 and x * 1.0 == x: the prices of a world without drift do not move.
+        level = _price_level(day, self.drift)
+        return np.round(self.world.list_price[product] * self.fx[currency] * factor * level, 2)
 
     def _learn(self, day: int, lines: _Lines) -> None:
         """Completed purchases update the state; cancelled ones and returns do not."""
@@ -741,7 +876,7 @@ class _Simulation:
         status = np.where(rng.random(n_orders) < P_CANCEL, _CANCELLED, _COMPLETED)
         second = day * _SECONDS_PER_DAY + _seconds_in_day(rng, n_orders, self.hour_p)
         channel = rng.choice(len(CHANNELS), n_orders, p=CHANNEL_SHARES)
-        quantity, price = self._quantity_price(rng, product, currency[order])
+        quantity, price = self._quantity_price(rng, product, currency[order], day)
         self.guest_lines += len(order)
         return _Lines(order=first_key + order, line=_line_numbers(order), customer=np.full(len(order), -1),
                       second=second[order], product=product, quantity=quantity, price=price,
@@ -785,6 +920,34 @@ class _Simulation:
                 dirt.second[k] = (day + days_ahead) * _SECONDS_PER_DAY + rng.integers(0, _SECONDS_PER_DAY)
         return dirt
 
+    def _campaign_lines(self, day: int, first_key: int) -> _Lines | None:
+        """Campaign responders' orders of ``day``: one completed line each, never cancelled, returned or dirty.
+
+        Built after the day's own purchases were learnt, so an up-sell buys the tier above the one owned
+        at the end of the day's natural orders; a responder already at the top tier buys nothing.
+        """
+        events = self.responses.pop(day, None)
+        if events is None:
+            return None
+        w, s = self.world, self.state
+        customer, product = events["customer"].to_numpy(), events["product"].to_numpy().copy()
+        up = np.flatnonzero(product < 0)
+        family = events["family"].to_numpy()[up]
+        top = s.top_tier[customer[up], family].astype(np.int64)
+        product[up] = np.where((top >= 1) & (top < MAX_TIER), w.fam_products[family, np.minimum(top, MAX_TIER - 1)], -1)
+        keep = np.flatnonzero(product >= 0)
+        if len(keep) == 0:
+            return None
+        customer, product = customer[keep], product[keep]
+        currency = self.region_currency[self.customers.region[customer]]
+        n = len(keep)
+        self.campaign_orders += n
+        return _Lines(order=first_key + np.arange(n), line=np.ones(n, np.int64), customer=customer,
+                      second=day * _SECONDS_PER_DAY + events["second"].to_numpy()[keep], product=product,
+                      quantity=np.ones(n, np.int64), price=self._price(product, currency, 1.0, day),
+                      currency=currency, channel=events["channel"].to_numpy()[keep],
+                      status=np.full(n, _COMPLETED))
+
     def run(self, first_day: int, last_day: int) -> Iterator[tuple[int, _Lines, int]]:
         """Yields (day, lines, orders) for every day; lines are unsorted with day-local order keys."""
         for day in range(first_day, last_day + 1):
@@ -805,7 +968,61 @@ class _Simulation:
             dirt = self._dirt(day, lines)
             if dirt is not None:
                 lines = _Lines.concat([lines, dirt])
+            # Last, and from a stream of their own: the natural world's draws of the day do not depend on them.
+            responses = self._campaign_lines(day, next_key)
+            if responses is not None:
+                self._learn(day, responses)
+                lines = _Lines.concat([lines, responses])
+                next_key += len(responses)
             yield day, lines, next_key
+
+
+def _plan_responses(spec: WorldSpec, world: _World, customers: _Customers, campaigns: Sequence[Campaign],
+                    hour_p: np.ndarray) -> tuple[dict[int, pd.DataFrame], dict[tuple[date, str], int]]:
+    """Campaign responses by day (customer, product or -1 for an up-sell, family, second, channel), and the
+    number of responders per (run date, offer).
+
+    One stream per campaign and offer, ``SeedSequence([seed, WORLD_VERSION, 2, run day, offer index])``,
+    drawn for every customer of the world and read at the treated ones: no stream of the natural world is
+    touched, and a customer's response does not depend on who else is in the audience.
+    """
+    table = offers(catalogue())
+    index = pd.Index(customers.ids)
+    n = len(customers.ids)
+    events, responders = [], {}
+    for campaign in campaigns:
+        run_day = _day(campaign.run_date)
+        for k, offer in enumerate(table.itertuples(index=False)):
+            rows = campaign.audience[campaign.audience["offer_id"] == offer.offer_id]
+            if rows.empty:
+                continue
+            rng = np.random.default_rng(np.random.SeedSequence([spec.seed, WORLD_VERSION, 2, run_day, k]))
+            respond = rng.random(n) < campaign.uplift[offer.offer_id]
+            lag = rng.integers(1, campaign.horizon_days + 1, n)
+            pick = rng.random(n)
+            second = _seconds_in_day(rng, n, hour_p)
+            channel = rng.choice(len(CHANNELS), n, p=CHANNEL_SHARES)
+            treated = index.get_indexer(rows.loc[rows["cell"] == "treatment", "customer_id"])
+            who = treated[respond[treated]]
+            responders[(campaign.run_date, offer.offer_id)] = len(who)
+            cross = offer.offer_type == CROSS_SELL
+            # A cross-sell's product does not depend on the state; an up-sell's tier is chosen on the day.
+            product = _plain_product(world, CATEGORIES.index(offer.target), pick[who]) if cross else -1
+            events.append(pd.DataFrame({
+                "day": run_day + lag[who], "customer": who, "product": product,
+                "family": -1 if cross else world.families.index(offer.target),
+                "second": second[who], "channel": channel[who]}))
+    if not events:
+        return {}, responders
+    frame = pd.concat(events, ignore_index=True)
+    return {int(day): group.reset_index(drop=True) for day, group in frame.groupby("day", sort=True)}, responders
+
+
+def _plain_product(world: _World, category: int, uniform: np.ndarray) -> np.ndarray:
+    """A plain (active) product of ``category`` for each uniform draw, by slot weight."""
+    slots = np.flatnonzero((world.slot_cat == category) & (world.slot_product >= 0))
+    cdf = np.cumsum(world.slot_weight[slots])
+    return world.slot_product[slots[np.searchsorted(cdf / cdf[-1], uniform, side="right")]]
 
 
 def _draw_tier(spend: np.ndarray, uniform: np.ndarray) -> np.ndarray:
@@ -964,23 +1181,90 @@ def _date(day: int) -> date:
     return _EPOCH + datetime.timedelta(days=int(day))
 
 
-def generate(landing_dir: Path, truth_dir: Path, spec: WorldSpec, *,
-             log: Callable[[str], None] = print) -> dict:
+_IDENTITY_KEYS = ("world_version", "spec", "campaigns", "drift")
+
+
+def _identity(spec: WorldSpec, campaigns: Sequence[Campaign], drift: Drift | None) -> dict:
+    """What ``world.json`` records of the world's make-up. Campaigns and drift appear only when present, so a
+    world without them keeps the file it always had."""
+    identity = {"world_version": WORLD_VERSION, "spec": spec.to_json()}
+    if campaigns:
+        identity["campaigns"] = [c.to_json() for c in sorted(campaigns, key=lambda c: c.run_date)]
+    if drift is not None:
+        identity["drift"] = drift.to_json()
+    return identity
+
+
+def _check_campaigns(spec: WorldSpec, customers: _Customers, campaigns: Sequence[Campaign]) -> tuple[Campaign, ...]:
+    """The campaigns by run date, after checking what the world must hold for them."""
+    ordered = tuple(sorted(campaigns, key=lambda c: c.run_date))
+    dates = [c.run_date for c in ordered]
+    if len(set(dates)) < len(dates):
+        raise ValueError("two campaigns share a run date")
+    known = set(offers(catalogue())["offer_id"])
+    index = pd.Index(customers.ids)
+    for campaign in ordered:
+        name = f"campaign {campaign.run_date}"
+        if not spec.start <= campaign.run_date <= spec.end:
+            raise ValueError(f"{name}: the run date must lie within the generated range {spec.start}..{spec.end}")
+        unknown = sorted(set(campaign.audience["offer_id"]) - known)
+        if unknown:
+            raise ValueError(f"{name}: not an offer of this world: {', '.join(unknown)}")
+        where = index.get_indexer(campaign.audience["customer_id"])
+        late = (where < 0) | (customers.signup_day[np.maximum(where, 0)] > _day(campaign.run_date))
+        if late.any():
+            raise ValueError(f"{name}: {campaign.audience['customer_id'][late].iloc[0]} is not a customer "
+                             "signed up by the run date")
+    return ordered
+
+
+def _planted(campaign: Campaign, natural: pd.DataFrame, responders: dict[tuple[date, str], int]) -> pd.DataFrame:
+    """``planted.csv`` of one campaign (see :func:`generate`), given the natural propensity at its run date."""
+    rows = campaign.audience.merge(natural[["offer_id", "customer_id", "eligible", "true_probability"]],
+                                   on=["offer_id", "customer_id"], how="left", validate="one_to_one")
+    rows["gain"] = rows["eligible"] * (1.0 - rows["true_probability"])
+    planted = []
+    for offer_id in (o for o in offers(catalogue())["offer_id"] if o in campaign.uplift):
+        group = rows[rows["offer_id"] == offer_id]
+        control = group["cell"] == "control"
+        u = campaign.uplift[offer_id]
+        planted.append((offer_id, u, int((~control).sum()), int(control.sum()),
+                        group.loc[control, "true_probability"].mean(), u * group["gain"].mean(),
+                        responders[(campaign.run_date, offer_id)], int(group["eligible"].sum())))
+    return pd.DataFrame(planted, columns=list(PLANTED_COLUMNS))
+
+
+def generate(landing_dir: Path, truth_dir: Path, spec: WorldSpec, *, campaigns: Sequence[Campaign] = (),
+             drift: Drift | None = None, log: Callable[[str], None] = print) -> dict:
     """Writes the landing zone and the planted truth; returns a summary.
 
     Landing (replaced as a whole on every run): ``order_lines/date=D/part-00000.<fmt>`` for every day with
     orders, ``products/date=D/...`` and ``customers/date=D/...`` for the last ``spec.snapshot_days`` days.
-    Truth: ``complements.csv``, ``upgrades.csv``, ``world.json`` (spec and summary) and
-    ``latent/customers.parquet`` (the state :func:`true_propensity` reads). The same spec writes
-    byte-identical files. The summary counts customers, products, days, orders, order lines (all rows
-    written), guest lines, cancelled orders, returned lines and the dirty lines by kind (extra rows: the
-    clean data is the same whatever ``dirty_share`` is).
+    Truth: ``complements.csv``, ``upgrades.csv``, ``world.json`` (spec, campaigns and drift if any, and the
+    summary) and ``latent/customers.parquet`` (the state :func:`true_propensity` reads). The same spec,
+    campaigns and drift write byte-identical files. The summary counts customers, products, days, orders,
+    order lines (all rows written), guest lines, cancelled orders, returned lines and the dirty lines by
+    kind (extra rows: the clean data is the same whatever ``dirty_share`` is), and campaign orders if any.
+
+    ``campaigns`` (at most one per run date, each within the range; their customers signed up by the run
+    date) plant responses after their run dates (see :class:`Campaign`); ``truth/campaigns/run_date=D/``
+    gets ``audience.parquet`` (``customer_id, offer_id, cell``) and ``planted.csv``, one row per offer of the
+    audience: ``planted_uplift`` (u), ``treated`` and ``control`` rows, ``expected_control_rate`` (mean
+    true propensity p0 at D over the control rows, 0 for a row not eligible at D),
+    ``expected_absolute_uplift`` (u times the mean of ``eligible * (1 - p0)`` over all the offer's rows,
+    both cells: the treated-minus-control difference of first-time adoption rates it plants),
+    ``responders`` (treated rows drawn as responders, including any whose day falls after ``spec.end`` or
+    who own the top tier by then) and ``eligible`` (rows eligible at D by the conventions of
+    :func:`true_propensity`). p0 uses the campaign's horizon. Another campaign's responses inside the
+    horizon are not in p0, so overlapping campaigns make these expectations approximate. ``drift``
+    changes visits and prices from its start day on (see :class:`Drift`).
     """
     started = time.perf_counter()
     landing_dir, truth_dir = Path(landing_dir), Path(truth_dir)
     world = _compile_world()
     seeds = np.random.SeedSequence([spec.seed, WORLD_VERSION, 0])
     customers = _draw_customers(spec, np.random.default_rng(seeds))
+    campaigns = _check_campaigns(spec, customers, campaigns)  # before anything is deleted
     first_day, last_day = _day(spec.start), _day(spec.end)
     n_days = last_day - first_day + 1
     log(f"generate: {spec.customers} customers, {len(world.product_ids)} products, "
@@ -989,8 +1273,9 @@ def generate(landing_dir: Path, truth_dir: Path, spec: WorldSpec, *,
     for table in (ORDER_LINES, PRODUCTS, CUSTOMERS):
         shutil.rmtree(landing_dir / table, ignore_errors=True)
     shutil.rmtree(truth_dir / "propensity", ignore_errors=True)
+    shutil.rmtree(truth_dir / "campaigns", ignore_errors=True)
     customer_ids = pa.array(customers.ids, pa.string())
-    simulation = _Simulation(spec, world, customers)
+    simulation = _Simulation(spec, world, customers, campaigns=campaigns, drift=drift)
     orders = rows = partitions = cancelled = returned = 0
     report_every = max(1, math.ceil(n_days / 4))
     for day, lines, n_orders in simulation.run(first_day, last_day):
@@ -1022,14 +1307,26 @@ def generate(landing_dir: Path, truth_dir: Path, spec: WorldSpec, *,
         "dirty_lines": dict(simulation.dirt_counts),
         "dirty_total": sum(simulation.dirt_counts.values()),
     }
+    if campaigns:
+        summary["campaign_orders"] = simulation.campaign_orders
     truth_dir.mkdir(parents=True, exist_ok=True)
     complements, upgrades = _truth_tables(world)
     complements.to_csv(truth_dir / "complements.csv", index=False, lineterminator="\n")
     upgrades.to_csv(truth_dir / "upgrades.csv", index=False, lineterminator="\n")
     (truth_dir / "latent").mkdir(exist_ok=True)
-    latent = pa.Table.from_pandas(_latent_frame(customers, simulation.state, world), preserve_index=False)
+    latent_frame = _latent_frame(customers, simulation.state, world)
+    latent = pa.Table.from_pandas(latent_frame, preserve_index=False)
     pq.write_table(latent.replace_schema_metadata(None), truth_dir / "latent" / "customers.parquet")
-    world_json = {"world_version": WORLD_VERSION, "spec": spec.to_json(), "summary": summary,
+    for campaign in campaigns:
+        folder = truth_dir / "campaigns" / f"run_date={campaign.run_date}"
+        folder.mkdir(parents=True)
+        audience = pa.Table.from_pandas(campaign.audience, preserve_index=False)
+        pq.write_table(audience.replace_schema_metadata(None), folder / "audience.parquet")
+        natural = _propensity(world, latent_frame, spec, drift, cutoff=campaign.run_date,
+                              horizon_days=campaign.horizon_days)
+        planted = _planted(campaign, natural, simulation.responders)
+        planted.to_csv(folder / "planted.csv", index=False, lineterminator="\n")
+    world_json = {**_identity(spec, campaigns, drift), "summary": summary,
                   "offers": offers(catalogue()).to_dict(orient="records")}
     (truth_dir / "world.json").write_text(json.dumps(world_json, indent=2, sort_keys=True) + "\n")
     log(f"generate: wrote {orders} orders, {rows} lines over {partitions} days "
@@ -1038,10 +1335,12 @@ def generate(landing_dir: Path, truth_dir: Path, spec: WorldSpec, *,
 
 
 # --- the truth ------------------------------------------------------------------------------------------
-def true_propensity(truth_dir: Path, spec: WorldSpec, *, cutoff: date, horizon_days: int = 30) -> pd.DataFrame:
+def true_propensity(truth_dir: Path, spec: WorldSpec, *, cutoff: date, horizon_days: int = 30,
+                    campaigns: Sequence[Campaign] = (), drift: Drift | None = None) -> pd.DataFrame:
     """The exact probability that each customer adopts each offer in (cutoff, cutoff + horizon_days].
 
-    Reads the state :func:`generate` saved for the same ``spec`` (a different spec is an error) and
+    Reads the state :func:`generate` saved for the same ``spec``, ``campaigns`` and ``drift`` (a different
+    world is an error; :func:`read_world` gives them back) and
     returns one row per offer and customer signed up by ``cutoff``, sorted by offer (in :func:`offers`
     order) and customer id, with
     columns ``cutoff, horizon_days, offer_id, offer_type, target, customer_id, marketing_consent`` (as known
@@ -1065,19 +1364,34 @@ def true_propensity(truth_dir: Path, spec: WorldSpec, *, cutoff: date, horizon_d
     triggers, returns, dirt, guests) leaves the hazard of the offer's target unchanged by construction
     (:func:`_check_world`). A Monte-Carlo re-simulation of the horizon agrees pair by pair. Days past
     ``spec.end`` are computed like any other but have no realized outcome in the landing data.
+
+    Campaigns: this is the natural propensity. Campaign orders up to the cutoff are in the state it
+    conditions on; campaign responses inside the horizon are not in the probability (they are the planted
+    treatment effect, see :class:`Campaign`). Drift: the rate factor is in the visit probability of the
+    horizon's days, exactly as the simulation applies it; the spend factor changes no adoption hazard.
     """
     truth_dir = Path(truth_dir)
     saved = json.loads((truth_dir / "world.json").read_text())
-    if saved["spec"] != spec.to_json() or saved["world_version"] != WORLD_VERSION:
-        raise ValueError("truth_dir holds a world generated from a different spec")
+    if {key: saved[key] for key in _IDENTITY_KEYS if key in saved} != _identity(spec, campaigns, drift):
+        raise ValueError("truth_dir holds a world generated from a different spec, campaigns or drift")
+    latent = pq.read_table(truth_dir / "latent" / "customers.parquet").to_pandas()
+    result = _propensity(_compile_world(), latent, spec, drift, cutoff=cutoff, horizon_days=horizon_days)
+    folder = truth_dir / "propensity" / f"cutoff={cutoff}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(result, preserve_index=False).replace_schema_metadata(None),
+                   folder / "propensity.parquet")
+    return result
+
+
+def _propensity(world: _World, latent: pd.DataFrame, spec: WorldSpec, drift: Drift | None, *, cutoff: date,
+                horizon_days: int) -> pd.DataFrame:
+    """:func:`true_propensity`'s frame, from the latent frame of the whole world (read or just simulated)."""
     if horizon_days < 1:
         raise ValueError("horizon_days must be at least 1")
     t = _day(cutoff)
     if not _day(spec.start) <= t <= _day(spec.end):
         raise ValueError("cutoff must lie within the generated range")
-    world = _compile_world()
     table = offers(catalogue())
-    latent = pq.read_table(truth_dir / "latent" / "customers.parquet").to_pandas()
     latent = latent[latent["signup_day"] <= t].reset_index(drop=True)
     n = len(latent)
     probability = np.zeros((len(table), n))
@@ -1086,7 +1400,7 @@ def true_propensity(truth_dir: Path, spec: WorldSpec, *, cutoff: date, horizon_d
     for lo in range(0, n, TRUTH_BLOCK):
         block = slice(lo, min(n, lo + TRUTH_BLOCK))
         eligible[:, block], probability[:, block] = _offer_probabilities(world, table, latent.iloc[block], t,
-                                                                         horizon_days)
+                                                                         horizon_days, drift)
     changed = latent["consent_change_day"].to_numpy() <= t
     consent = np.where(changed, ~latent["consent"].to_numpy(), latent["consent"].to_numpy())
     k = len(table)
@@ -1101,21 +1415,38 @@ def true_propensity(truth_dir: Path, spec: WorldSpec, *, cutoff: date, horizon_d
         "eligible": eligible.ravel(),
         "true_probability": probability.ravel(),
     })
-    folder = truth_dir / "propensity" / f"cutoff={cutoff}"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(result, preserve_index=False).replace_schema_metadata(None),
-                   folder / "propensity.parquet")
     return result
 
 
+def read_world(truth_dir: Path) -> tuple[WorldSpec, tuple[Campaign, ...], Drift | None]:
+    """The spec, campaigns and drift of the world saved in ``truth_dir``, ready for :func:`generate` or
+    :func:`true_propensity`. Raises FileNotFoundError without ``world.json`` (or a campaign's audience),
+    ValueError for another WORLD_VERSION or an audience that is not the one ``world.json`` recorded."""
+    truth_dir = Path(truth_dir)
+    saved = json.loads((truth_dir / "world.json").read_text())
+    if saved["world_version"] != WORLD_VERSION:
+        raise ValueError(f"{truth_dir} holds a world of version {saved['world_version']}, not {WORLD_VERSION}")
+    campaigns = []
+    for entry in saved.get("campaigns", []):
+        folder = truth_dir / "campaigns" / f"run_date={entry['run_date']}"
+        audience = pq.read_table(folder / "audience.parquet").to_pandas()
+        campaign = Campaign(date.fromisoformat(entry["run_date"]), audience, entry["uplift"], entry["horizon_days"])
+        if campaign.to_json() != entry:
+            raise ValueError(f"{folder / 'audience.parquet'} is not the audience world.json recorded")
+        campaigns.append(campaign)
+    drift = Drift.from_json(saved["drift"]) if "drift" in saved else None
+    return WorldSpec.from_json(saved["spec"]), tuple(campaigns), drift
+
+
 def _offer_probabilities(world: _World, table: pd.DataFrame, latent: pd.DataFrame, t: int,
-                         horizon_days: int) -> tuple[np.ndarray, np.ndarray]:
+                         horizon_days: int, drift: Drift | None) -> tuple[np.ndarray, np.ndarray]:
     """(eligible, probability), each (offers, customers), for a block of customers signed up by ``t``."""
     days = t + 1 + np.arange(horizon_days)
     affinity = latent[[f"affinity_{c}" for c in CATEGORIES]].to_numpy()
     # Completed orders per day: a visit that is not cancelled (a visit holding nothing is no order, but
     # the slots are independent given the visit, so it changes nothing below).
-    completed = _visit_probability(latent["rate"].to_numpy()[:, None], _day_factor(days)[None, :]) * (1 - P_CANCEL)
+    completed = (_visit_probability(latent["rate"].to_numpy()[:, None], _visit_factor(days, drift)[None, :])
+                 * (1 - P_CANCEL))
     season = _category_season(days)
     cat_first = latent[[f"first_{c}" for c in CATEGORIES]].to_numpy()
     tier_first = np.stack([latent[[f"first_{f}_tier{k + 1}" for k in range(MAX_TIER)]].to_numpy()
