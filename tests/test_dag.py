@@ -42,20 +42,25 @@ def test_parsing_touches_no_database_or_network(tmp_path: Path) -> None:
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")}
     result = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "['basket_rules', 'features', 'score_publish', 'train', 'validate']" in result.stdout
+    assert "['basket_rules', 'check', 'features', 'measure', 'score_publish', 'train', 'validate']" in result.stdout
     assert not (tmp_path / "airflow" / "airflow.db").exists()
 
 
 def test_every_task_retries_and_stages_run_in_order() -> None:
     dag = load_dag()
     assert dag.dag_id == DAG_FILE.stem
-    assert all(task.retries >= 1 for task in dag.tasks)
+    spark_tasks = [task for task in dag.tasks if task.task_id != "check"]
+    assert all(task.retries >= 1 for task in spark_tasks)
+    # A breach does not heal on a retry: the check fails once, and that is the alert.
+    assert dag.task_dict["check"].retries == 0
     assert dag.task_dict["validate"].downstream_task_ids == {"basket_rules", "features"}
-    assert dag.task_dict["features"].downstream_task_ids == {"train"}
+    assert dag.task_dict["features"].downstream_task_ids == {"train", "measure"}
     assert dag.task_dict["score_publish"].upstream_task_ids == {"train", "basket_rules"}
+    assert dag.task_dict["measure"].upstream_task_ids == {"features", "basket_rules"}
+    assert dag.task_dict["check"].upstream_task_ids == {"measure", "score_publish"}
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert not dag.catchup and dag.max_active_runs == 1 and "xsell" in dag.tags
-    for task in dag.tasks:
+    for task in spark_tasks:
         assert task.application == str(REPO / "jobs" / f"{task.task_id}.py")
         assert task.application_args[:2] == ["--run-date", "{{ ds }}"]
 
@@ -107,7 +112,13 @@ def test_nightly_run_through_airflow_publishes_and_a_bad_day_stops_it(tmp_path: 
                              "GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
         rules = db.execute("SELECT count(*) FROM main.basket_rules WHERE run_date = ?", [run_date]).fetchone()[0]
         published = {row[0] for row in db.execute("SELECT customer_id FROM main.audiences").fetchall()}
+        checks = db.execute("SELECT source, check_name, offer_id, breach FROM main.monitoring WHERE run_date = ?",
+                            [run_date]).fetchall()
     assert sorted(o[0] for o in offers) == ["cross-sell:bike_care", "up-sell:laptop"]
+    # measure wrote the feature PSI, score_publish each offer's score PSI, and check passed them all.
+    assert {(source, check) for source, check, _, _ in checks} == {("measure", "psi_feature"), ("score_publish", "psi_score")}
+    assert {offer for _, check, offer, _ in checks if check == "psi_score"} == {"cross-sell:bike_care", "up-sell:laptop"}
+    assert not any(breach for *_, breach in checks)
     assert doubled == 0 and rules > 0
     snapshot = next((home / "landing" / "customers" / f"date={run_date}").glob("*.csv")).read_text().splitlines()
     opted_out = {line.split(",")[0] for line in snapshot[1:] if line.split(",")[3] == "false"}
