@@ -7,6 +7,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 XSELL_HOME ?= $(CURDIR)/var
 DEMO_START ?= 2024-10-01
+DEMO_CAMPAIGN_DATE ?= 2025-10-31
 DEMO_DATE ?= 2025-11-30
 DEMO_CUSTOMERS ?= 4000
 PG_JAR ?= /usr/share/java/postgresql.jar
@@ -27,18 +28,29 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .PHONY: demo demo-postgres demo-online-retail test java venv jdbc clean airflow-db
 
+# The demo: a first nightly run for DEMO_CAMPAIGN_DATE publishes an audience (the campaign); the world then
+# runs on past it, treated customers responding with the generator's planted uplift; the nightly run for
+# DEMO_DATE (at least a horizon later) publishes again and measures the campaign against its control cell.
+DAYS = $(BIN)/python -c "import datetime as d, sys; print(d.date.fromisoformat(sys.argv[1]) + d.timedelta(days=int(sys.argv[2])))"
+demo: export XSELL_ENV ?= demo
 demo: java venv
-	@echo "==> [1/5] generating the demo landing zone ($(DEMO_CUSTOMERS) customers, $(DEMO_START)..$(DEMO_DATE)) in $(XSELL_HOME)"
-	$(BIN)/xsell generate --customers $(DEMO_CUSTOMERS) --start $(DEMO_START) --end $(DEMO_DATE) --truth-cutoff $(DEMO_DATE) \
-	  --truth-cutoff $$($(BIN)/python -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_DATE)') - d.timedelta(days=30))")
-	@echo "==> [2/5] validating the history before $(DEMO_DATE) into the lake (a one-off backfill)"
-	$(BIN)/python -m jobs.validate --run-date $$($(BIN)/python -c "import datetime as d; print(d.date.fromisoformat('$(DEMO_DATE)') - d.timedelta(days=1))") --since $(DEMO_START) --run-id backfill__$(DEMO_DATE)
-	@echo "==> [3/5] preparing the Airflow metadata database in $(AIRFLOW_HOME)"
+	@echo "==> [1/7] generating the demo world ($(DEMO_CUSTOMERS) customers, $(DEMO_START)..$(DEMO_CAMPAIGN_DATE)) in $(XSELL_HOME)"
+	$(BIN)/xsell generate --customers $(DEMO_CUSTOMERS) --start $(DEMO_START) --end $(DEMO_CAMPAIGN_DATE) \
+	  --truth-cutoff $$($(DAYS) $(DEMO_CAMPAIGN_DATE) -30)
+	@echo "==> [2/7] validating the history before $(DEMO_CAMPAIGN_DATE) into the lake (a one-off backfill)"
+	$(BIN)/python -m jobs.validate --run-date $$($(DAYS) $(DEMO_CAMPAIGN_DATE) -1) --since $(DEMO_START) --run-id backfill__$(DEMO_CAMPAIGN_DATE)
+	@echo "==> [3/7] preparing the Airflow metadata database in $(AIRFLOW_HOME)"
 	@$(MAKE) --no-print-directory airflow-db
-	@echo "==> [4/5] running the xsell_nightly DAG through Airflow for $(DEMO_DATE)"
+	@echo "==> [4/7] the xsell_nightly DAG through Airflow for $(DEMO_CAMPAIGN_DATE): the campaign's audience"
+	$(BIN)/python dags/xsell_nightly.py $(DEMO_CAMPAIGN_DATE)
+	@echo "==> [5/7] the world runs on to $(DEMO_DATE); treated customers respond with the planted uplift"
+	$(BIN)/xsell simulate-campaign --run-date $(DEMO_CAMPAIGN_DATE) --until $(DEMO_DATE)
+	@echo "==> [6/7] validating the days since the campaign"
+	$(BIN)/python -m jobs.validate --run-date $$($(DAYS) $(DEMO_DATE) -1) --since $$($(DAYS) $(DEMO_CAMPAIGN_DATE) 1) --run-id backfill__$(DEMO_DATE)
+	@echo "==> [7/7] the xsell_nightly DAG for $(DEMO_DATE): a new audience, and the campaign of $(DEMO_CAMPAIGN_DATE) measured"
 	$(BIN)/python dags/xsell_nightly.py $(DEMO_DATE)
-	@echo "==> [5/5] results"
 	$(BIN)/xsell summary --run-date $(DEMO_DATE)
+	@echo "planted uplifts (the truth the measurement should recover): $(XSELL_HOME)/truth/campaigns/run_date=$(DEMO_CAMPAIGN_DATE)/planted.csv"
 	@if [ -f $(PG_JAR) ] && command -v pg_isready >/dev/null && pg_isready -q -h $(PG_HOST) -p 5432; then \
 	  $(MAKE) --no-print-directory demo-postgres; \
 	else echo "(no PostgreSQL at $(PG_HOST):5432 with the JDBC driver: the production target was not demonstrated)"; fi
@@ -48,9 +60,9 @@ demo-postgres: java venv
 	@echo "==> publishing the $(DEMO_DATE) audience to PostgreSQL too ($(PG_HOST):5432, database xsell)"
 	@psql -h $(PG_HOST) -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'xsell'" | grep -q 1 || \
 	  psql -h $(PG_HOST) -U postgres -d postgres -qc "CREATE DATABASE xsell"
-	XSELL_ENV=postgres $(BIN)/python -m jobs.basket_rules --run-date $(DEMO_DATE) --run-id demo-postgres
-	XSELL_ENV=postgres $(BIN)/python -m jobs.score_publish --run-date $(DEMO_DATE) --run-id demo-postgres
-	XSELL_ENV=postgres $(BIN)/xsell summary --run-date $(DEMO_DATE)
+	XSELL_ENV=demo,postgres $(BIN)/python -m jobs.basket_rules --run-date $(DEMO_DATE) --run-id demo-postgres
+	XSELL_ENV=demo,postgres $(BIN)/python -m jobs.score_publish --run-date $(DEMO_DATE) --run-id demo-postgres
+	XSELL_ENV=demo,postgres $(BIN)/xsell summary --run-date $(DEMO_DATE)
 
 # The nightly DAG on real data: UCI Online Retail, imported onto the raw contract. ONLINE_RETAIL_DIR is the
 # folder of its daily CSVs (default: $(XSELL_SHARED_DATA)/online_retail/by-day). State goes to var/online-retail.

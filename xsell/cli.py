@@ -168,7 +168,7 @@ def _import(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from jobs import basket_rules, features, score_publish, train, validate
+    from jobs import basket_rules, check, features, measure, score_publish, train, validate
     from xsell.runtime import new_run_id
     from xsell.spark import session
 
@@ -180,6 +180,8 @@ def _run(args: argparse.Namespace) -> None:
     features.run(spark, settings, args.run_date)
     train.run(spark, settings, args.run_date, run_id=run_id)
     score_publish.run(spark, settings, args.run_date, run_id=run_id)
+    measure.run(spark, settings, args.run_date, run_id=run_id)
+    check.run(settings, args.run_date)
 
 
 def _rules(args: argparse.Namespace) -> None:
@@ -263,6 +265,25 @@ def _summary(args: argparse.Namespace) -> None:
     for offer_id, cell, count, mean_score in rows:
         print(f"  {offer_id:32s} {cell:9s} {count:6d} customers, mean score {mean_score:.4f}")
     print(f"basket_rules for {args.run_date}: {rules} rules")
+    results = target.query(
+        f"SELECT run_date, offer_id, treated, control, treated_rate, control_rate, uplift, uplift_low, uplift_high, "
+        f"p_value, status FROM {target.table_name(warehouse.CAMPAIGN_RESULTS)} WHERE measured_on = ? "
+        f"ORDER BY run_date, offer_id", [args.run_date])
+    if results:
+        print(f"campaigns measured on {args.run_date} (treatment against control, uplift with its 95% interval):")
+    for campaign, offer_id, treated, control, t_rate, c_rate, uplift, low, high, p_value, status in results:
+        if status != "measured":
+            print(f"  {campaign} {offer_id:28s} {status}")
+            continue
+        print(f"  {campaign} {offer_id:28s} treated {t_rate:6.2%} of {treated:5d}, control {c_rate:6.2%} of {control:4d}: "
+              f"uplift {uplift:+.2%} [{low:+.2%}, {high:+.2%}], p = {p_value:.3f}")
+    checks = target.query(
+        f"SELECT check_name, count(*), sum(CASE WHEN breach THEN 1 ELSE 0 END) "
+        f"FROM {target.table_name(warehouse.MONITORING)} WHERE run_date = ? GROUP BY check_name ORDER BY check_name",
+        [args.run_date])
+    if checks:
+        print(f"monitoring for {args.run_date}: " + ", ".join(f"{name} {count} checks, {breaches} breached"
+                                                              for name, count, breaches in checks))
     print(f"MLflow store: {settings.mlflow_tracking_uri}   (mlflow ui --backend-store-uri {settings.mlflow_tracking_uri})")
 
 
