@@ -134,15 +134,3 @@ def test_the_check_fails_on_a_breach_and_names_it(settings: Settings) -> None:
     assert len(target.query("SELECT * FROM main.monitoring WHERE run_date = ?", [day])) == 2
     with pytest.raises(ValueError, match="do not match"):
         target.replace_rows(warehouse.MONITORING, [row], where={"run_date": day, "source": "score_publish"})
-
-
-def test_a_published_run_date_is_read_back_by_spark(settings: Settings, spark: SparkSession) -> None:
-    target = warehouse.open_warehouse(settings)
-    day = dt.date(2025, 6, 30)
-    rows = [{"run_date": day, "offer_id": "cross-sell:x", "offer_type": "cross-sell", "customer_id": f"C{i}",
-             "score": 0.1, "expected_value": 1.0, "rank": i, "decile": 1, "cell": "treatment", "reason": "r",
-             "model_name": "m", "model_version": "1", "run_id": "r"} for i in range(3)]
-    target.replace_rows(warehouse.AUDIENCES, rows, where={"run_date": day})
-    frame = target.read_run_date(spark, warehouse.AUDIENCES, day)
-    assert sorted(r["customer_id"] for r in frame.collect()) == ["C0", "C1", "C2"]
-    assert target.read_run_date(spark, warehouse.AUDIENCES, dt.date(2025, 7, 1)).count() == 0

@@ -239,6 +239,23 @@ def test_blocked_attempt_is_recorded(target: warehouse.Warehouse) -> None:
     assert rows == [(2, "blocked: stale consent", None)]
 
 
+def test_a_run_date_is_read_back_by_spark_and_small_tables_are_replaced(spark: SparkSession,
+                                                                        target: warehouse.Warehouse) -> None:
+    """What the measure job relies on: the published audience read at scale, results replaced per campaign."""
+    target.publish("audiences", audience_rows(spark, D1, ["C1", "C2"]), run_date=D1, run_id="a")
+    target.publish("audiences", audience_rows(spark, D2, ["C3"]), run_date=D2, run_id="b")
+    frame = target.read_run_date(spark, warehouse.AUDIENCES, D1)
+    assert sorted(row["customer_id"] for row in frame.collect()) == ["C1", "C2"]
+    assert target.read_run_date(spark, warehouse.AUDIENCES, D1 - dt.timedelta(days=1)).count() == 0
+    base = {"offer_id": "cross-sell:x", "offer_type": "cross-sell", "treated": 10, "control": 5, "status": "measured",
+            "uplift": 0.1, "significant": True, "window_start": D1, "window_end": D2, "measured_on": D2, "run_id": "m"}
+    for uplift in (0.1, 0.2):  # a remeasure replaces the campaign's rows
+        target.replace_rows(warehouse.CAMPAIGN_RESULTS, [{**base, "run_date": D1, "uplift": uplift}], where={"run_date": D1})
+    target.replace_rows(warehouse.CAMPAIGN_RESULTS, [{**base, "run_date": D2}], where={"run_date": D2})
+    rows = target.query(f"SELECT run_date, uplift, significant FROM {schema_of(target)}.campaign_results ORDER BY run_date")
+    assert rows == [(D1, 0.2, True), (D2, 0.1, True)]
+
+
 def test_a_table_of_another_shape_is_refused_not_altered(settings: Settings) -> None:
     import duckdb
 
