@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from jobs import basket_rules as rules_job
 from jobs import features as feature_job
-from xsell import baskets, features, inputs, measure, model, offers, plots, rules, runtime, tracking
+from xsell import baskets, features, inputs, measure, model, offers, plots, rules, runtime, tracking, warehouse
 from xsell.config import Settings
 from xsell.spark import session
 
@@ -321,11 +321,51 @@ def training_frames(spark: SparkSession, settings: Settings, data: inputs.Inputs
     return work, feature_columns
 
 
+def due(settings: Settings, offer_list: list[offers.Offer], run_date: dt.date) -> tuple[list[offers.Offer], list[dict]]:
+    """The offers to retrain on ``run_date`` under ``model.retrain_every_days``, and a status for the others.
+
+    An offer is due when it has no champion, when its champion was trained ``retrain_every_days`` or
+    more days before, or when a monitoring check of the offer (or of every offer: ``*``) breached on a
+    run since the champion's training date, before today (today's checks come after training).
+    """
+    import mlflow
+
+    every = settings.model.retrain_every_days
+    if every <= 1:
+        return list(offer_list), []
+    client = mlflow.MlflowClient()
+    target = warehouse.open_warehouse(settings)
+    chosen, skipped = [], []
+    for offer in offer_list:
+        current = tracking.champion(offer.model_name)
+        trained = (dt.date.fromisoformat(client.get_run(current.run_id).data.params["run_date"])
+                   if current is not None and current.run_id else None)
+        if trained is None or (run_date - trained).days >= every:
+            chosen.append(offer)
+            continue
+        breaches = target.query(
+            f"SELECT check_name, subject, run_date FROM {target.table_name(warehouse.MONITORING)} WHERE breach "
+            f"AND offer_id IN (?, '*') AND run_date >= ? AND run_date < ? ORDER BY run_date, check_name, subject",
+            [offer.offer_id, trained, run_date])
+        if breaches:
+            log.info("%s: retrained early, monitoring breached since its champion of %s: %s", offer.offer_id, trained,
+                     "; ".join(f"{check} {subject} ({day})" for check, subject, day in breaches))
+            chosen.append(offer)
+        else:
+            skipped.append({"offer_id": offer.offer_id, "status": f"skipped: champion v{current.version} trained on "
+                            f"{trained}, retrained every {every} days"})
+    return chosen, skipped
+
+
 def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str,
         only: list[str] | None = None) -> list[dict]:
     experiment_id = tracking.configure(settings)
     data = inputs.load(spark, settings, run_date)
-    chosen = [offer for offer in data.offers if not only or offer.offer_id in only]
+    chosen, skipped = due(settings, [offer for offer in data.offers if not only or offer.offer_id in only], run_date)
+    for item in skipped:
+        log.info("%s: %s", item["offer_id"], item["status"])
+    if not chosen:
+        return skipped
     work, feature_columns = training_frames(spark, settings, data, run_date, chosen)
     truth = truth_for(spark, settings, feature_job.cutoffs(run_date, settings.model).valid)
     # Each offer's data is small: a Spark job per LBFGS iteration is bound by latency, not by the cores,
@@ -335,7 +375,7 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
                                                       feature_columns=feature_columns, truth=truth), work))
     results = [log_offer(settings, item, run_date=run_date, run_id=run_id, experiment_id=experiment_id,
                          feature_columns=feature_columns) for item in fitted]
-    return results
+    return results + skipped
 
 
 def main(argv: list[str] | None = None) -> None:

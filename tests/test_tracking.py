@@ -22,7 +22,7 @@ DEAD_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens there
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
-def _register(spark: SparkSession, settings: Settings, name: str) -> str:
+def _register(spark: SparkSession, settings: Settings, name: str, *, params: dict | None = None) -> str:
     import mlflow
     import mlflow.spark
 
@@ -30,6 +30,7 @@ def _register(spark: SparkSession, settings: Settings, name: str) -> str:
     fitted = Pipeline(stages=[VectorAssembler(inputCols=["x"], outputCol="features"),
                               LogisticRegression(maxIter=5)]).fit(frame)
     with mlflow.start_run(experiment_id=tracking.configure(settings)):
+        mlflow.log_params(params or {})
         info = mlflow.spark.log_model(fitted, artifact_path="model", registered_model_name=name,
                                       pip_requirements=["pyspark"])
     return str(info.registered_model_version)
@@ -86,3 +87,36 @@ def test_train_job_exits_with_one_line_when_tracking_is_down(settings: Settings,
     with pytest.raises(SystemExit) as stopped:
         train.main(["--run-date", "2025-06-30", "--env", "test,dead"])
     assert stopped.value.code == 2 and "MLflow tracking at http://127.0.0.1:9 is unavailable" in capsys.readouterr().err
+
+
+def test_offers_are_retrained_on_their_cadence_or_after_a_breach(spark: SparkSession, settings: Settings) -> None:
+    """retrain_every_days 7: a young champion is kept, an old one or a missing one is retrained, and a breach
+    of the offer (or of every offer) on an earlier run since its training brings its retraining forward."""
+    from xsell.config import load_settings
+    from xsell.offers import Offer
+
+    weekly = load_settings("test", overrides={"home": str(settings.home), "model": {"retrain_every_days": 7}})
+    trained, today = dt.date(2025, 7, 1), dt.date(2025, 7, 4)
+    chosen = {key: Offer(f"cross-sell:{key}", "cross-sell", key) for key in ("young", "none", "breached", "old")}
+    for key, day in (("young", trained), ("breached", trained), ("old", trained - dt.timedelta(days=10))):
+        name = chosen[key].model_name
+        version = _register(spark, weekly, name, params={"run_date": day.isoformat()})
+        tracking.promote_if_better(name, version, {"roc_auc": 0.7}, margin=0.0, champion_metric_on_fold=None)
+    target = warehouse.open_warehouse(weekly)
+
+    def breach(offer_id: str, day: dt.date) -> None:
+        row = {"run_date": day, "source": "measure", "check_name": "calibration", "offer_id": offer_id,
+               "subject": "campaign", "value": 0.1, "expected": 0.02, "threshold": 2.0, "breach": True,
+               "detail": "", "run_id": "r"}
+        target.replace_rows(warehouse.MONITORING, [row], where={"run_date": day, "source": "measure"})
+
+    breach("cross-sell:breached", trained + dt.timedelta(days=2))
+    breach("*", today)  # today's checks run after training: they count from tomorrow
+    due, skipped = train.due(weekly, list(chosen.values()), today)
+    assert [offer.offer_id for offer in due] == ["cross-sell:none", "cross-sell:breached", "cross-sell:old"]
+    assert [item["offer_id"] for item in skipped] == ["cross-sell:young"]
+    assert "trained on 2025-07-01" in skipped[0]["status"]
+    due, _ = train.due(weekly, list(chosen.values()), today + dt.timedelta(days=1))
+    assert len(due) == 4, "a breach of every offer (feature drift) retrains them all"
+    nightly = load_settings("test", overrides={"home": str(settings.home)})
+    assert train.due(nightly, list(chosen.values()), today) == (list(chosen.values()), [])

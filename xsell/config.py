@@ -123,6 +123,9 @@ class ModelSettings(_Section):
     promotion_margin: float = 0.0
     min_positive_labels: int = Field(5, ge=1)
     parallel_offers: int = Field(4, ge=1)
+    # 1: every offer is retrained on every run. N > 1: an offer is retrained once its champion is N days
+    # old, or earlier when a monitoring check of it (or of every offer) breached since.
+    retrain_every_days: int = Field(1, ge=1)
 
 
 class OfferSettings(_Section):
