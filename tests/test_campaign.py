@@ -95,3 +95,40 @@ def test_an_offer_planted_at_zero_is_not_reported_as_significant(measured: pd.Da
 def test_a_large_planted_uplift_is_found_significant_every_time(measured: pd.DataFrame) -> None:
     office = measured[measured.offer_id == "cross-sell:office"]
     assert office.significant.all() and (office.uplift > 0.04).all()
+
+
+@pytest.mark.parametrize("rate", [1.0, 2.5], ids=["no drift", "planted drift"])
+def test_a_planted_drift_fails_the_check_task(spark: SparkSession, settings, tmp_path: Path, rate: float) -> None:
+    """The generator multiplies every visit rate from a date on; the measure job's feature PSI (features of
+    the out-of-time fold's cutoff against the scoring cutoff's) breaches, and the check task fails on it."""
+    from jobs import check, measure as measure_job
+    from jobs import features as feature_job
+    from xsell import lake
+    from xsell.runtime import CheckFailed
+
+    run_date = dt.date(2025, 5, 31)
+    dates = feature_job.cutoffs(run_date, settings.model)
+    drift = generate.Drift(start=dates.valid + dt.timedelta(days=3), rate_factor=rate) if rate != 1.0 else None
+    spec = generate.WorldSpec(customers=1500, start=dt.date(2025, 1, 1), end=run_date, seed=9, dirty_share=0.0,
+                              fmt="parquet")
+    generate.generate(tmp_path / "landing", tmp_path / "truth", spec, drift=drift, log=lambda _: None)
+    lines = spark.read.parquet(str(tmp_path / "landing" / "order_lines")).drop("date")
+    products, customers = _latest(spark, tmp_path / "landing" / "products"), _latest(spark, tmp_path / "landing" / "customers")
+    categories, families = offers.catalogue_levels(products)
+    frames = [features.customer_features(lines, products, customers, cutoff=cutoff, categories=categories,
+                                         families=families) for cutoff in (dates.valid, dates.score)]
+    lake.write_partitions(frames[0].unionByName(frames[1]), settings.lake, lake.FEATURES, partition_by=("cutoff",))
+
+    rows = measure_job.drift_checks(spark, settings, run_date)
+    psi = {row["subject"]: row["value"] for row in rows if row["check_name"] == "psi_feature"}
+    assert set(psi) == set(settings.monitoring.features)
+    target = measure_job.warehouse.open_warehouse(settings)
+    target.replace_rows(measure_job.warehouse.MONITORING, [{**row, "run_date": run_date, "run_id": "t"} for row in rows],
+                        where={"run_date": run_date, "source": measure_job.SOURCE})
+    if drift is None:
+        assert max(psi.values()) < settings.monitoring.max_psi, psi
+        assert check.run(settings, run_date) == len(rows)
+    else:
+        assert psi["orders_30d"] > settings.monitoring.max_psi, psi
+        with pytest.raises(CheckFailed, match="psi_feature \\* orders_30d"):
+            check.run(settings, run_date)
