@@ -113,7 +113,7 @@ def oracle_metrics(valid: DataFrame, truth: DataFrame | None, offer: offers.Offe
     known = truth.filter(F.col("offer_id") == offer.offer_id).select("customer_id", "true_probability")
     scored = (valid.select("customer_id", model.LABEL).join(known, on="customer_id", how="left")
               .withColumn(model.SCORE, F.coalesce(F.col("true_probability"), F.lit(0.0))))
-    return {"oracle_roc_auc": model.evaluate(scored)["roc_auc"]}
+    return {"oracle_roc_auc": model.roc_auc(scored)}
 
 
 def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: DataFrame, *,
@@ -148,22 +148,21 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         honest = model.cross_calibrated(fitted, valid, method=method).cache()
         fitted = model.with_calibration(fitted, model.calibrator(fitted, valid, method=method))
         scored = model.score(fitted, valid).cache()
-    metrics = {**model.evaluate(scored), "brier": model.brier(honest)}
-    calibration_table = model.deciles(honest)
+    tables = {"model": model.deciles(scored), "calibration": model.deciles(honest)}
+    metrics = {**model.evaluate(scored, tables["model"]), "brier": model.brier(honest)}
     oracle = oracle_metrics(valid, truth, offer)
     if oracle:
         metrics["oracle_ratio"] = metrics["roc_auc"] / oracle["oracle_roc_auc"] if oracle["oracle_roc_auc"] else 0.0
     by_rule = scored.withColumn(model.SCORE, F.col("rule_lift"))
     by_popularity = model.popularity_baseline(
-        train, valid, share_columns=[c for c in feature_columns if c.startswith("share__")])
-    tables = {"model": model.deciles(scored), "rule score": model.deciles(by_rule),
-              "popularity": model.deciles(by_popularity), "calibration": calibration_table}
+        train, valid, share_columns=[c for c in feature_columns if c.startswith("share__")]).cache()
+    tables.update({"rule score": model.deciles(by_rule), "popularity": model.deciles(by_popularity)})
     current = tracking.champion(offer.model_name)
     champion_auc = None
     if current is not None:
         try:
-            champion_auc = model.evaluate(model.score(mlflow.spark.load_model(current.uri), valid,
-                                                      base_rate=current.metrics.get(model.BASE_RATE)))["roc_auc"]
+            champion_auc = model.roc_auc(model.score(mlflow.spark.load_model(current.uri), valid,
+                                                     base_rate=current.metrics.get(model.BASE_RATE)))
         except Exception as error:  # a champion built on other feature columns cannot score this fold
             log.warning("%s: champion v%s cannot score the fold (%s); treated as absent", offer.offer_id,
                         current.version, error)
@@ -172,8 +171,8 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     score_reference = {"splits": splits, "counts": measure.histogram(scored, model.SCORE, splits)}
     result = Fitted(
         offer, fitted, {**metrics, **model.decile_metrics(tables["model"]), model.BASE_RATE: base_rate},
-        model.evaluate(by_rule), champion_auc, rows, positives,
-        popularity_baseline=model.evaluate(by_popularity), deciles=tables,
+        model.evaluate(by_rule, tables["rule score"]), champion_auc, rows, positives,
+        popularity_baseline=model.evaluate(by_popularity, tables["popularity"]), deciles=tables,
         digests={"train": digest(train.drop(model.WEIGHT)), "valid": digest(valid)},
         example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle, score_reference=score_reference,
     )
@@ -181,6 +180,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     valid.unpersist()
     scored.unpersist()
     honest.unpersist()
+    by_popularity.unpersist()
     log.info("%s: fitted, calibrated and evaluated in %.1f s", offer.offer_id, time.perf_counter() - started)
     return result
 

@@ -220,12 +220,18 @@ def brier(scored: DataFrame) -> float:
     return scored.agg(F.avg(F.pow(F.col(SCORE) - F.col(LABEL), 2))).first()[0]
 
 
-def evaluate(scored: DataFrame) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, Brier score, and lift and capture of the top decile, on a scored labelled frame."""
-    roc = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderROC").evaluate(scored)
+def roc_auc(scored: DataFrame) -> float:
+    """The ROC-AUC of ``score`` against ``label`` (an action)."""
+    return BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderROC").evaluate(scored)
+
+
+def evaluate(scored: DataFrame, table: list[dict[str, float]] | None = None) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, Brier score, and lift and capture of the top decile, on a scored labelled frame
+    (``table``: its :func:`deciles`, when the caller has them already)."""
+    roc = roc_auc(scored)
     pr = BinaryClassificationEvaluator(rawPredictionCol=SCORE, labelCol=LABEL, metricName="areaUnderPR").evaluate(scored)
     brier_score = brier(scored)
-    table = deciles(scored)
+    table = deciles(scored) if table is None else table
     positives = sum(row["positives"] for row in table)
     rows = sum(row["rows"] for row in table)
     top = table[0] if table else {"lift": 0.0, "capture": 0.0}
