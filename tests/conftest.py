@@ -27,6 +27,27 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def postgres_database(name: str) -> str:
+    """The host of the PostgreSQL server for tests, with database ``name`` created if missing (skips, or
+    fails under XSELL_REQUIRE_ALL, when there is no server). Safe when test workers race to create it."""
+    host = os.environ.get("XSELL_PG_HOST", "127.0.0.1")
+    if not Path("/usr/share/java/postgresql.jar").exists():
+        skip_or_fail("the PostgreSQL JDBC driver (libpostgresql-jdbc-java) is not installed")
+    try:
+        import psycopg
+
+        with psycopg.connect(host=host, dbname="postgres", user="postgres", autocommit=True, connect_timeout=5,
+                             password=os.environ.get("XSELL_PG_PASSWORD")) as admin:
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                try:
+                    admin.execute(f"CREATE DATABASE {name}")
+                except psycopg.errors.DuplicateDatabase:
+                    pass  # another test worker created it first
+    except Exception as error:  # no server on this laptop
+        skip_or_fail(f"no PostgreSQL server at {host}:5432 ({error})")
+    return host
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The public datasets folder (``XSELL_SHARED_DATA``)."""

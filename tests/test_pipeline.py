@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from conftest import skip_or_fail
+from conftest import postgres_database
 from jobs import basket_rules, features, score_publish, train, validate
 from xsell import generate, lake, rules, tracking, warehouse
 from xsell.config import Settings, load_settings
@@ -220,19 +219,10 @@ def test_every_row_explains_itself_and_removals_are_accounted(world: tuple[Setti
 
 def test_postgres_target_publishes_the_same_audience(world: tuple[Settings, str], spark: SparkSession) -> None:
     settings, content_hash = world
-    try:
-        import psycopg
-
-        with psycopg.connect(host=os.environ.get("XSELL_PG_HOST", "127.0.0.1"), dbname="postgres", user="postgres",
-                             autocommit=True, connect_timeout=5, password=os.environ.get("XSELL_PG_PASSWORD")) as admin:
-            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = 'xsell_test'").fetchone():
-                admin.execute("CREATE DATABASE xsell_test")
-    except Exception as error:
-        skip_or_fail(f"no PostgreSQL server ({error})")
+    host = postgres_database("xsell_test")
     on_postgres = settings.model_copy(update={"warehouse": settings.warehouse.model_copy(update={
         "target": "postgres", "schema_name": "xsell_pipeline",
-        "postgres": settings.warehouse.postgres.model_copy(update={
-            "host": os.environ.get("XSELL_PG_HOST", "127.0.0.1"), "dbname": "xsell_test"})})})
+        "postgres": settings.warehouse.postgres.model_copy(update={"host": host, "dbname": "xsell_test"})})})
     target = warehouse.PostgresWarehouse(on_postgres)
     with target._connect() as connection:
         connection.execute("DROP SCHEMA IF EXISTS xsell_pipeline CASCADE")

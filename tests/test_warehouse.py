@@ -10,13 +10,11 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from conftest import skip_or_fail
+from conftest import postgres_database
 from xsell import schemas, warehouse
 from xsell.config import Settings, load_settings
 from xsell.runtime import PublishBlocked
@@ -90,18 +88,7 @@ def test_identifiers_are_checked_before_any_sql() -> None:
 # --- PostgreSQL ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pg_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    host = os.environ.get("XSELL_PG_HOST", "127.0.0.1")
-    if not Path("/usr/share/java/postgresql.jar").exists():
-        skip_or_fail("the PostgreSQL JDBC driver (libpostgresql-jdbc-java) is not installed")
-    try:
-        import psycopg
-
-        with psycopg.connect(host=host, dbname="postgres", user="postgres", autocommit=True, connect_timeout=5,
-                             password=os.environ.get("XSELL_PG_PASSWORD")) as admin:
-            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PG_DATABASE]).fetchone():
-                admin.execute(f"CREATE DATABASE {PG_DATABASE}")
-    except Exception as error:  # no server on this laptop
-        skip_or_fail(f"no PostgreSQL server at {host}:5432 ({error})")
+    host = postgres_database(PG_DATABASE)
     os.environ["XSELL_HOME"] = str(tmp_path_factory.mktemp("pg") / "var")
     return load_settings("test,postgres", overrides={"warehouse": {"postgres": {"host": host, "dbname": PG_DATABASE}}})
 
