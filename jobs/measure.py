@@ -10,9 +10,10 @@ Monitoring rows (``monitoring``, source ``measure``, replaced on a rerun of the 
 - ``psi_feature``: PSI of each configured feature, features as of the training fold's cutoff against
   those of the scoring cutoff;
 - ``rule_overlap``: the share of the previous run's top product rules still in this run's top;
-- ``realized_lift`` and ``calibration`` for every campaign measured: the lift by published decile against
-  the one promised by the model version that scored it, and the control cell's adoption rate against its
-  mean published score (control customers received nothing, so their rate is what the score predicts).
+- ``realized_lift`` and ``calibration`` for every campaign measured, both on the control cell (its
+  customers received nothing, so they behave as the score predicts): the lift by published decile
+  against the one promised by the model version that scored it, and the adoption rate against the mean
+  published score.
 
     python -m jobs.measure --run-date 2025-12-31 [--campaign-date 2025-11-30 ...]
 """
@@ -78,7 +79,7 @@ def campaign_checks(settings: Settings, campaign: dt.date, tables: dict[str, lis
     chosen = settings.monitoring
     rows = []
     for offer_id, table in sorted(tables.items()):
-        positives = sum(item["positives"] for item in table)
+        positives = sum(item["control_positives"] for item in table)
         metrics = promised.get(offer_id, {})
         for item in table:
             decile = int(item["decile"])
@@ -88,9 +89,9 @@ def campaign_checks(settings: Settings, campaign: dt.date, tables: dict[str, lis
             breach = judged and item["lift"] < threshold
             rows.append(_row("realized_lift", offer_id, f"campaign {campaign} decile {decile}", item["lift"], expected,
                              threshold if decile == 1 else None, breach,
-                             f"{int(item['positives'])} of {int(item['rows'])} adopted"
+                             f"control cell: {int(item['control_positives'])} of {int(item['control_rows'])} adopted"
                              + ("" if decile != 1 or judged else f"; not judged (fewer than {chosen.min_positives} "
-                                                                    f"adopters or no promised lift)")))
+                                                                    f"control adopters or no promised lift)")))
         control_rows = sum(item["control_rows"] for item in table)
         observed = sum(item["control_positives"] for item in table)
         expected_adopters = sum(item["control_score"] for item in table)

@@ -174,8 +174,11 @@ def campaign_results(outcome: DataFrame, offer_types: dict[str, str], *, confide
 
 
 def realized_by_decile(outcome: DataFrame) -> dict[str, list[dict[str, float]]]:
-    """Per offer and published decile (1 = the top): rows, adopters, the observed rate and the lift over
-    the offer's rate, from both cells, and the control cell's rate and mean score (an action)."""
+    """Per offer and published decile (1 = the top): rows and adopters of both cells, and of the control
+    cell its rows, adopters, summed score, ``rate`` and ``lift`` over its overall rate (an action).
+
+    The lift is the control cell's: its customers received nothing, so they behave as the model
+    predicts; the treated cells' uplift would flatten the lift of a model that ranks well."""
     rows = outcome.groupBy("offer_id", "decile").agg(
         F.count("*").alias("rows"), F.sum("converted").alias("positives"),
         F.sum(F.when(F.col("cell") == CONTROL, 1).otherwise(0)).alias("control_rows"),
@@ -189,9 +192,9 @@ def realized_by_decile(outcome: DataFrame) -> dict[str, list[dict[str, float]]]:
                                                         "control_positives", "control_score")})
     for table in tables.values():
         table.sort(key=lambda item: item["decile"])
-        overall = sum(item["positives"] for item in table) / max(1.0, sum(item["rows"] for item in table))
+        overall = sum(item["control_positives"] for item in table) / max(1.0, sum(item["control_rows"] for item in table))
         for item in table:
-            item["rate"] = item["positives"] / item["rows"]
+            item["rate"] = item["control_positives"] / item["control_rows"] if item["control_rows"] else 0.0
             item["lift"] = item["rate"] / overall if overall else 0.0
     return tables
 
