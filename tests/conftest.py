@@ -48,15 +48,6 @@ def postgres_database(name: str) -> str:
     return host
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of a module run on one pytest-xdist worker (``--dist loadgroup``): its module fixtures (a
-    generated world, a trained pipeline) are built once. Notebooks are independent of each other."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.module.__name__
-            item.add_marker(pytest.mark.xdist_group(item.nodeid if module.endswith("test_notebooks") else module))
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The public datasets folder (``XSELL_SHARED_DATA``)."""
