@@ -168,14 +168,10 @@ def _summary(row: dict[str, object]) -> str:
             f"[{row['uplift_low']:+.2%}, {row['uplift_high']:+.2%}], p = {row['p_value']:.3g}")
 
 
-def log_to_mlflow(settings: Settings, rows: list[dict[str, object]]) -> None:
+def log_to_mlflow(experiment_id: str, rows: list[dict[str, object]]) -> None:
     """One MLflow run per campaign and offer (replacing none: a remeasure is a new run, tagged alike)."""
     import mlflow
 
-    tracking.configure(settings)
-    experiment = mlflow.get_experiment_by_name(settings.measurement.experiment)
-    experiment_id = (experiment.experiment_id if experiment else mlflow.create_experiment(
-        settings.measurement.experiment, artifact_location=settings.mlflow_artifact_location + "/campaigns"))
     for row in rows:
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{row['offer_id']} campaign {row['run_date']}"):
             mlflow.set_tags({"offer_id": row["offer_id"], "campaign_date": str(row["run_date"]),
@@ -187,14 +183,17 @@ def log_to_mlflow(settings: Settings, rows: list[dict[str, object]]) -> None:
 def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str,
         campaigns: list[dt.date] | None = None) -> dict[str, list[dict]]:
     target = warehouse.open_warehouse(settings)
-    tracking.configure(settings)
+    # Configured first: a dead tracking server stops the job in seconds, before anything is written.
+    experiment_id = tracking.configure(settings, experiment=settings.measurement.experiment,
+                                       artifact_location=settings.mlflow_artifact_location + "/campaigns")
     chosen = campaigns if campaigns else due(target, settings, run_date)
     too_recent = [c for c in chosen if c + dt.timedelta(days=settings.model.horizon_days) > run_date]
     if too_recent:
         raise runtime.JobRefused(f"campaigns {', '.join(map(str, too_recent))} have not matured by {run_date} "
                                  f"(horizon {settings.model.horizon_days} days)")
-    data = inputs.load(spark, settings, run_date)
     results, checks = [], drift_checks(spark, settings, run_date)
+    # The order history and snapshots are needed only to measure campaigns.
+    data = inputs.load(spark, settings, run_date) if chosen else None
     for campaign in chosen:
         rows, campaign_rows = measure_campaign(spark, settings, target, data, campaign, run_date=run_date, run_id=run_id)
         results += rows
@@ -202,7 +201,7 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     target.replace_rows(warehouse.MONITORING, [{**row, "run_date": run_date, "run_id": run_id} for row in checks],
                         where={"run_date": run_date, "source": SOURCE})
     if results:
-        log_to_mlflow(settings, results)
+        log_to_mlflow(experiment_id, results)
     log.info("%s: %d campaigns measured (%s), %d monitoring rows, %d breaches", run_date, len(chosen),
              ", ".join(map(str, chosen)) or "none due", len(checks), sum(row["breach"] for row in checks))
     return {"campaign_results": results, "monitoring": checks}

@@ -24,12 +24,14 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server or registry cannot be reached; nothing was promoted."""
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the configured store with bounded retries; returns the experiment id.
+def configure(settings: Settings, *, experiment: str | None = None, artifact_location: str | None = None) -> str:
+    """Point MLflow at the configured store with bounded retries; returns the id of ``experiment``
+    (default: the models' experiment, ``mlflow.experiment``), created if missing.
 
     MLflow's client retries for minutes against a dead server by default: the limits are set before
     the first call so that a task fails in seconds.
     """
+    name = experiment or settings.mlflow.experiment
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow.http_max_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow.http_timeout_seconds))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -40,10 +42,10 @@ def configure(settings: Settings) -> str:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     try:
-        experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        return mlflow.create_experiment(settings.mlflow.experiment, artifact_location=settings.mlflow_artifact_location)
+        found = mlflow.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return mlflow.create_experiment(name, artifact_location=artifact_location or settings.mlflow_artifact_location)
     except Exception as error:  # MLflow raises many types for an unreachable store
         raise TrackingUnavailable(f"MLflow tracking at {settings.mlflow_tracking_uri} is unavailable: {error}") from error
 
