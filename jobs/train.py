@@ -304,7 +304,15 @@ def training_frames(spark: SparkSession, settings: Settings, data: inputs.Inputs
         panels[cutoff] = panel(data, feature_frame, rules, offer_list, cutoff=cutoff, end=end).cache()
         # Materialised here, once: offers fitted from threads would each compute an unfilled cache again.
         log.info("training panel as of %s: %d customers", cutoff, panels[cutoff].count())
-    feature_columns = features.model_columns(feature_job.read(spark, settings, dates.valid)) + ["rule_lift"]
+    # Windows reaching back before the first order are empty at early cutoffs: left out (see features.covered).
+    first = data.order_lines.agg(F.min("date")).first()[0]
+    history_days = (min(dates.train) - first).days if first is not None else 0
+    feature_columns, left_out = features.covered(features.model_columns(feature_job.read(spark, settings, dates.valid)),
+                                                 history_days=history_days)
+    if left_out:
+        log.info("%d days of order history before the oldest training cutoff %s: left out %s", history_days,
+                 min(dates.train), ", ".join(left_out))
+    feature_columns.append("rule_lift")
     cooldown = settings.audience.cooldown_days
     # An iterative fit runs a Spark job per iteration over every partition: the stacked cutoffs would
     # bring (cutoffs x shuffle partitions) tiny tasks to each of them (75 s instead of 8 s for one
