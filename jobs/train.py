@@ -102,7 +102,8 @@ def build(settings: Settings, feature_columns: list[str]):
     return model.build_pipeline(feature_columns, algorithm=chosen.algorithm, max_iter=chosen.max_iter,
                                 reg_param=chosen.reg_param, max_depth=chosen.max_depth, step_size=chosen.step_size,
                                 min_instances_per_node=chosen.min_instances_per_node,
-                                subsampling_rate=chosen.subsampling_rate)
+                                subsampling_rate=chosen.subsampling_rate,
+                                log_columns=features.heavy_tailed(feature_columns) if chosen.log_features else ())
 
 
 def oracle_metrics(valid: DataFrame, truth: DataFrame | None, offer: offers.Offer) -> dict[str, float]:

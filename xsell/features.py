@@ -117,6 +117,17 @@ def model_columns(features: DataFrame) -> list[str]:
     return [name for name, kind in features.dtypes if name not in ("customer_id", "cutoff") and kind != "string"]
 
 
+#: Prefixes of the non-negative, heavy-tailed columns: counts, amounts, rates and day counts.
+HEAVY_TAILED = ("orders_", "spend", "days_since", "recency_days", "first_order_days", "tenure_days", "order_rate_",
+                "rule_lift")
+
+
+def heavy_tailed(columns: Sequence[str]) -> list[str]:
+    """The counts, amounts, rates and day counts among ``columns`` (not shares, flags, tiers or rates
+    bounded by 1), which a linear model should see on a log scale."""
+    return [column for column in columns if column.startswith(HEAVY_TAILED)]
+
+
 def lookback_days(column: str) -> int | None:
     """How far back before the cutoff a windowed feature looks (``spend_30d_year_before``: 395 days);
     None for the others, which summarise whatever history there is."""
