@@ -85,6 +85,7 @@ class Fitted:
     oracle: dict[str, float] = field(default_factory=dict)
     valid_positives: int | None = None
     score_reference: dict[str, list[float]] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
 
 
 def digest(frame: DataFrame) -> str:
@@ -134,6 +135,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         train.unpersist()
         valid.unpersist()
         return Fitted(offer, None, {}, {}, None, rows, positives, valid_positives=valid_positives)
+    feature_columns = offers.model_features(offer, feature_columns, up_sell_scope=settings.model.up_sell_features)
     fitted = build(settings, feature_columns).fit(train)
     log.info("%s: fitted on %d rows (%d positives) in %.1f s", offer.offer_id, rows, positives,
              time.perf_counter() - started)
@@ -156,7 +158,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         metrics["oracle_ratio"] = metrics["roc_auc"] / oracle["oracle_roc_auc"] if oracle["oracle_roc_auc"] else 0.0
     by_rule = scored.withColumn(model.SCORE, F.col("rule_lift"))
     by_popularity = model.popularity_baseline(
-        train, valid, share_columns=[c for c in feature_columns if c.startswith("share__")]).cache()
+        train, valid, share_columns=[c for c in train.columns if c.startswith("share__")]).cache()
     tables.update({"rule score": model.deciles(by_rule), "popularity": model.deciles(by_popularity)})
     current = tracking.champion(offer.model_name)
     champion_auc = None
@@ -176,6 +178,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         popularity_baseline=model.evaluate(by_popularity, tables["popularity"]), deciles=tables,
         digests={"train": digest(train.drop(model.WEIGHT)), "valid": digest(valid)},
         example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle, score_reference=score_reference,
+        features=feature_columns,
     )
     train.unpersist()
     valid.unpersist()
@@ -230,7 +233,7 @@ def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: 
             "offer_id": offer.offer_id, "offer_type": offer.offer_type, "target": offer.target,
             "run_date": run_date, "scheduler_run_id": run_id,
             **settings.model.model_dump(exclude={"promotion_margin", "min_positive_labels", "parallel_offers"}),
-            "train_rows": fitted.train_rows, "train_positives": fitted.positives, "features": ",".join(feature_columns),
+            "train_rows": fitted.train_rows, "train_positives": fitted.positives, "features": ",".join(fitted.features or feature_columns),
         })
         tracking.log_params({
             "train_cutoff_dates": ",".join(str(c) for c in dates.train),

@@ -152,6 +152,16 @@ def test_auto_offers_cover_categories_and_families() -> None:
     assert result[2].model_name == "xsell_up_sell_bike"
 
 
+def test_up_sell_models_see_the_customer_and_their_own_family() -> None:
+    columns = ["orders_30d", "rule_lift", "share__bikes", "tier__bike", "days_since_top_tier__bike",
+               "tier__bike_plus", "tier__laptop", "days_since__printing"]
+    bike = offers.Offer("up-sell:bike", offers.UP_SELL, "bike")
+    assert offers.model_features(bike, columns) == ["orders_30d", "rule_lift", "tier__bike", "days_since_top_tier__bike"]
+    assert offers.model_features(bike, columns, up_sell_scope="all") == columns
+    cross = offers.Offer("cross-sell:bikes", offers.CROSS_SELL, "bikes")
+    assert offers.model_features(cross, columns) == columns
+
+
 def test_eligibility_and_labels(spark: SparkSession) -> None:
     cutoff = D + dt.timedelta(days=20)
     history = HISTORY + [("O5", "C1", 25, "P2", 1, "completed"), ("O6", "C3", 22, "P3", 1, "completed"),
