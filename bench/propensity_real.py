@@ -51,7 +51,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -68,6 +67,7 @@ from scipy.stats import rankdata
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import command  # noqa: E402
 from jobs import features as feature_job  # noqa: E402
 from jobs import train, validate  # noqa: E402
 from xsell import importers, inputs, model, schemas, validation  # noqa: E402
@@ -312,24 +312,13 @@ def summary(outcome: Outcome) -> str:
             f"({sum(outcome.seconds.values()) / 60:.1f} min)")
 
 
-def _portable(argument: str) -> str:
-    """``argument`` without the paths of this machine: the results file is committed."""
-    shared = os.environ.get("XSELL_SHARED_DATA")
-    shared = shared.rstrip("/") if shared else None
-    if shared and (argument == shared or argument.startswith(shared + "/")):
-        return "$XSELL_SHARED_DATA" + argument[len(shared):]
-    if argument.startswith(str(REPO) + "/"):
-        return argument[len(str(REPO)) + 1:]
-    return argument
-
-
 def header() -> str:
     from importlib.metadata import version
 
-    command = shlex.join(["python", "bench/propensity_real.py", *map(_portable, sys.argv[1:])])
+    run = command("bench/propensity_real.py")
     return (f"{dt.date.today().isoformat()}, {os.cpu_count()} cores ({platform.machine()}, Python "
             f"{platform.python_version()}, PySpark {version('pyspark')}, MLflow {version('mlflow')}), code "
-            f"{code_version()}; `{command}`")
+            f"{code_version()}; `{run}`")
 
 
 def code_version() -> str:

@@ -56,7 +56,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -72,6 +71,7 @@ from pyspark.sql import SparkSession
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import command  # noqa: E402
 from xsell import rules  # noqa: E402
 from xsell.config import Settings, load_settings  # noqa: E402
 from xsell.importers import ONLINE_RETAIL_NON_PRODUCTS  # noqa: E402
@@ -333,23 +333,12 @@ def table(results: list[Result]) -> list[str]:
     return lines
 
 
-def _portable(argument: str) -> str:
-    """``argument`` without the paths of this machine: the results file is committed."""
-    shared = os.environ.get("XSELL_SHARED_DATA")
-    shared = shared.rstrip("/") if shared else None
-    if shared and (argument == shared or argument.startswith(shared + "/")):
-        return "$XSELL_SHARED_DATA" + argument[len(shared):]
-    if argument.startswith(str(REPO) + "/"):
-        return argument[len(str(REPO)) + 1:]
-    return argument
-
-
 def header() -> str:
     from importlib.metadata import version
 
-    command = shlex.join(["python", "bench/rules_quality.py", *map(_portable, sys.argv[1:])])
+    run = command("bench/rules_quality.py")
     return (f"{dt.date.today().isoformat()}, {os.cpu_count()} cores ({platform.machine()}, Python "
-            f"{platform.python_version()}, pyfim {version('pyfim')}, PySpark {version('pyspark')}); `{command}`")
+            f"{platform.python_version()}, pyfim {version('pyfim')}, PySpark {version('pyspark')}); `{run}`")
 
 
 # --- main -----------------------------------------------------------------------------------------------
