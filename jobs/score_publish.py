@@ -116,7 +116,7 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
         stability = score_stability(settings, offer, champion, scored)
         if stability is not None:
             checks.append(stability)
-        described = audience.describe_drivers(_named(scored, data.products), champion_model.stages[0].getInputCols())
+        described = audience.describe_drivers(_named(scored, data.products), model.feature_names(champion_model))
         described = described.withColumn("reason", audience.reason(offer))
         ranked_offers.append(audience.rank_offer(described, offer, margin=audience.offer_margin(data.products, offer),
                                                  category=offers.category_of(data.products, offer)))

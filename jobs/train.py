@@ -85,6 +85,7 @@ class Fitted:
     oracle: dict[str, float] = field(default_factory=dict)
     valid_positives: int | None = None
     score_reference: dict[str, list[float]] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
 
 
 def digest(frame: DataFrame) -> str:
@@ -102,7 +103,8 @@ def build(settings: Settings, feature_columns: list[str]):
     return model.build_pipeline(feature_columns, algorithm=chosen.algorithm, max_iter=chosen.max_iter,
                                 reg_param=chosen.reg_param, max_depth=chosen.max_depth, step_size=chosen.step_size,
                                 min_instances_per_node=chosen.min_instances_per_node,
-                                subsampling_rate=chosen.subsampling_rate)
+                                subsampling_rate=chosen.subsampling_rate,
+                                log_columns=features.heavy_tailed(feature_columns) if chosen.log_features else ())
 
 
 def oracle_metrics(valid: DataFrame, truth: DataFrame | None, offer: offers.Offer) -> dict[str, float]:
@@ -133,6 +135,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         train.unpersist()
         valid.unpersist()
         return Fitted(offer, None, {}, {}, None, rows, positives, valid_positives=valid_positives)
+    feature_columns = offers.model_features(offer, feature_columns, up_sell_scope=settings.model.up_sell_features)
     fitted = build(settings, feature_columns).fit(train)
     log.info("%s: fitted on %d rows (%d positives) in %.1f s", offer.offer_id, rows, positives,
              time.perf_counter() - started)
@@ -155,7 +158,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         metrics["oracle_ratio"] = metrics["roc_auc"] / oracle["oracle_roc_auc"] if oracle["oracle_roc_auc"] else 0.0
     by_rule = scored.withColumn(model.SCORE, F.col("rule_lift"))
     by_popularity = model.popularity_baseline(
-        train, valid, share_columns=[c for c in feature_columns if c.startswith("share__")]).cache()
+        train, valid, share_columns=[c for c in train.columns if c.startswith("share__")]).cache()
     tables.update({"rule score": model.deciles(by_rule), "popularity": model.deciles(by_popularity)})
     current = tracking.champion(offer.model_name)
     champion_auc = None
@@ -175,6 +178,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         popularity_baseline=model.evaluate(by_popularity, tables["popularity"]), deciles=tables,
         digests={"train": digest(train.drop(model.WEIGHT)), "valid": digest(valid)},
         example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle, score_reference=score_reference,
+        features=feature_columns,
     )
     train.unpersist()
     valid.unpersist()
@@ -229,7 +233,7 @@ def log_offer(settings: Settings, fitted: Fitted, *, run_date: dt.date, run_id: 
             "offer_id": offer.offer_id, "offer_type": offer.offer_type, "target": offer.target,
             "run_date": run_date, "scheduler_run_id": run_id,
             **settings.model.model_dump(exclude={"promotion_margin", "min_positive_labels", "parallel_offers"}),
-            "train_rows": fitted.train_rows, "train_positives": fitted.positives, "features": ",".join(feature_columns),
+            "train_rows": fitted.train_rows, "train_positives": fitted.positives, "features": ",".join(fitted.features or feature_columns),
         })
         tracking.log_params({
             "train_cutoff_dates": ",".join(str(c) for c in dates.train),
@@ -304,7 +308,15 @@ def training_frames(spark: SparkSession, settings: Settings, data: inputs.Inputs
         panels[cutoff] = panel(data, feature_frame, rules, offer_list, cutoff=cutoff, end=end).cache()
         # Materialised here, once: offers fitted from threads would each compute an unfilled cache again.
         log.info("training panel as of %s: %d customers", cutoff, panels[cutoff].count())
-    feature_columns = features.model_columns(feature_job.read(spark, settings, dates.valid)) + ["rule_lift"]
+    # Windows reaching back before the first order are empty at early cutoffs: left out (see features.covered).
+    first = data.order_lines.agg(F.min("date")).first()[0]
+    history_days = (min(dates.train) - first).days if first is not None else 0
+    feature_columns, left_out = features.covered(features.model_columns(feature_job.read(spark, settings, dates.valid)),
+                                                 history_days=history_days)
+    if left_out:
+        log.info("%d days of order history before the oldest training cutoff %s: left out %s", history_days,
+                 min(dates.train), ", ".join(left_out))
+    feature_columns.append("rule_lift")
     cooldown = settings.audience.cooldown_days
     # An iterative fit runs a Spark job per iteration over every partition: the stacked cutoffs would
     # bring (cutoffs x shuffle partitions) tiny tasks to each of them (75 s instead of 8 s for one

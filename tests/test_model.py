@@ -143,3 +143,29 @@ def test_an_offer_with_too_few_adopters_out_of_time_is_not_trained(settings, fol
     one = valid.filter(F.col("label") == 0.0).limit(300).unionByName(valid.filter(F.col("label") == 1.0).limit(1))
     fitted = train_job.fit_offer(settings, offer, train.drop(model.WEIGHT), one.cache(), feature_columns=FEATURES)
     assert fitted.model is None and fitted.positives > 100 and fitted.valid_positives == 1
+
+
+def test_log_features_are_part_of_the_saved_model(spark: SparkSession, tmp_path: Path) -> None:
+    """Log-odds linear in log(1 + n): a model on the log scale ranks and calibrates; the transform is a
+    stage of the pipeline, so the saved model applies it when scoring, and the drivers name the raw
+    columns."""
+    rng = np.random.default_rng(4)
+    n = rng.lognormal(1.0, 1.5, 4000)
+    label = (rng.random(4000) < 1 / (1 + np.exp(-(-4.0 + 1.5 * np.log1p(n))))).astype(float)
+    frame = spark.createDataFrame(pd.DataFrame({"customer_id": [f"C{i}" for i in range(4000)], "n": n,
+                                                "x2": rng.normal(size=4000), "label": label}))
+    train = model.with_balanced_weights(frame)
+    fitted = model.build_pipeline(["n", "x2"], max_iter=30, log_columns=["n"]).fit(train)
+    assert model.feature_names(fitted) == ["n", "x2"]
+    assert hasattr(model.classifier(fitted), "coefficients")
+    calibrated = model.with_calibration(fitted, model.calibrator(fitted, frame, method="platt"))
+    calibrated.save(str(tmp_path / "model"))
+    scored = model.score(PipelineModel.load(str(tmp_path / "model")), frame, drivers=1)
+    assert scored.agg(F.avg(model.SCORE)).first()[0] == pytest.approx(label.mean(), abs=0.01)
+    assert model.roc_auc(scored) > 0.7
+    # The raw column comes back unchanged: the transform works on the model's copy only.
+    top = scored.orderBy(F.desc("n")).first()
+    assert top["n"] == pytest.approx(n.max()) and top["drivers"] == ["n"]
+    assert set(scored.columns) == set(frame.columns) | {model.SCORE, "drivers"}
+    importance = model.feature_importance(calibrated)
+    assert importance["n"] > importance["x2"]

@@ -106,12 +106,35 @@ def test_features_know_lifetime_rate_first_family_purchase_channels_region_and_l
     # The bike family: first bought 60 days ago (tier 1), last 20 days ago (tier 2).
     assert row["C1"].days_since_first_family__bike == 60 and row["C1"].days_since_family__bike == 20
     assert row["C1"].tier__bike == 2
+    # The top tier (2) was first bought 20 days ago; a later tier-1 purchase would not change it.
+    assert row["C1"].days_since_top_tier__bike == 20
+    assert row["C3"].days_since_top_tier__bike == features.NEVER_DAYS
     assert row["C1"].channel__web == 1.0 and row["C1"].channel__store == 0.0
     assert row["C1"].region__north == 1.0 and row["C1"].region__south == 0.0
     # O4 lies 440 days before the cutoff: in the 90-day window a year earlier, not in the 30-day one.
     assert row["C2"].spend_90d_year_before == pytest.approx(10.0) and row["C2"].spend_30d_year_before == 0.0
     assert row["C2"].spend_365d == pytest.approx(10.0)
     assert row["C3"].orders_total == 0 and row["C3"].days_since_first_family__bike == features.NEVER_DAYS
+
+
+def test_days_since_top_tier_is_the_first_purchase_of_the_highest_tier(spark: SparkSession) -> None:
+    history = [("O1", "C1", 0, "P2", 1, "completed"), ("O2", "C1", 10, "P2", 1, "completed"),
+               ("O3", "C1", 30, "P1", 1, "completed")]
+    row = {r.customer_id: r for r in build(spark, history, D + dt.timedelta(days=40)).collect()}
+    assert row["C1"].tier__bike == 2 and row["C1"].days_since_top_tier__bike == 40
+    assert row["C1"].days_since_family__bike == 10
+
+
+def test_windows_longer_than_the_history_are_left_out() -> None:
+    assert features.lookback_days("spend_30d") == 30
+    assert features.lookback_days("spend_90d_year_before") == 455
+    assert features.lookback_days("spend_next30d_last_year") == 365
+    assert features.lookback_days("orders_total") is None and features.lookback_days("days_since__bikes") is None
+    columns = ["orders_30d", "spend_365d", "spend_30d_year_before", "spend_next30d_last_year", "tenure_days"]
+    assert features.covered(columns, history_days=300) == (
+        ["orders_30d", "tenure_days"], ["spend_365d", "spend_30d_year_before", "spend_next30d_last_year"])
+    assert features.covered(columns, history_days=390) == (
+        ["orders_30d", "spend_365d", "spend_next30d_last_year", "tenure_days"], ["spend_30d_year_before"])
 
 
 def test_features_do_not_see_the_cutoff_or_later(spark: SparkSession) -> None:
@@ -127,6 +150,16 @@ def test_auto_offers_cover_categories_and_families() -> None:
     result = offers.resolve("auto", categories=["bikes", "printing"], families=["bike"])
     assert [o.offer_id for o in result] == ["cross-sell:bikes", "cross-sell:printing", "up-sell:bike"]
     assert result[2].model_name == "xsell_up_sell_bike"
+
+
+def test_up_sell_models_see_the_customer_and_their_own_family() -> None:
+    columns = ["orders_30d", "rule_lift", "share__bikes", "tier__bike", "days_since_top_tier__bike",
+               "tier__bike_plus", "tier__laptop", "days_since__printing"]
+    bike = offers.Offer("up-sell:bike", offers.UP_SELL, "bike")
+    assert offers.model_features(bike, columns) == ["orders_30d", "rule_lift", "tier__bike", "days_since_top_tier__bike"]
+    assert offers.model_features(bike, columns, up_sell_scope="all") == columns
+    cross = offers.Offer("cross-sell:bikes", offers.CROSS_SELL, "bikes")
+    assert offers.model_features(cross, columns) == columns
 
 
 def test_eligibility_and_labels(spark: SparkSession) -> None:

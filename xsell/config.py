@@ -116,6 +116,10 @@ class ModelSettings(_Section):
     calibration: Literal["platt", "isotonic", "none"] = "platt"
     max_iter: int = Field(50, ge=1)
     reg_param: float = Field(0.01, ge=0)
+    #: Counts, amounts and day counts enter the model as log(1 + x) (see xsell.model.build_pipeline).
+    log_features: bool = True
+    #: Up-sell models: the customer-wide and the target family's columns (family), or every column (all).
+    up_sell_features: Literal["family", "all"] = "family"
     max_depth: int = Field(3, ge=1)
     step_size: float = Field(0.1, gt=0, le=1)
     min_instances_per_node: int = Field(20, ge=1)

@@ -78,6 +78,12 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
             F.min(F.when(in_family, F.col("days_ago"))).alias(f"days_since_family__{slug(family)}"),
             # The first purchase opens "bought later" windows (the maintenance kit a month after the bike).
             F.max(F.when(in_family, F.col("days_ago"))).alias(f"days_since_first_family__{slug(family)}"),
+            # Days since the highest tier owned was first bought: how long the customer has had the
+            # product an up-sell would replace (the earliest line of the top tier: ordered by tier,
+            # then by age).
+            F.max_by(F.when(in_family, F.col("days_ago")),
+                     F.when(in_family, F.col("tier") * F.lit(1_000_000) + F.col("days_ago")))
+            .alias(f"days_since_top_tier__{slug(family)}"),
         ]
     for channel in CHANNELS:
         aggregates.append(F.avg((F.col("channel") == channel).cast("double")).alias(f"channel__{channel}"))
@@ -97,7 +103,8 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
         for category in categories
     ]
     day_columns = ["recency_days"] + [f"days_since__{slug(c)}" for c in categories] + [
-        f"days_since_family__{slug(f)}" for f in families] + [f"days_since_first_family__{slug(f)}" for f in families]
+        f"days_since_family__{slug(f)}" for f in families] + [f"days_since_first_family__{slug(f)}" for f in families] + [
+        f"days_since_top_tier__{slug(f)}" for f in families]
     filled = features.fillna(NEVER_DAYS, subset=day_columns).fillna(0)
     # Orders per 30 days since the first purchase (at least a month, so one order is not a huge rate):
     # a customer's visit rate, which windows cut short for newcomers.
@@ -108,3 +115,39 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
 def model_columns(features: DataFrame) -> list[str]:
     """The numeric feature columns a model uses (everything but the id and the cutoff)."""
     return [name for name, kind in features.dtypes if name not in ("customer_id", "cutoff") and kind != "string"]
+
+
+#: Prefixes of the non-negative, heavy-tailed columns: counts, amounts, rates and day counts.
+HEAVY_TAILED = ("orders_", "spend", "days_since", "recency_days", "first_order_days", "tenure_days", "order_rate_",
+                "rule_lift")
+
+
+def heavy_tailed(columns: Sequence[str]) -> list[str]:
+    """The counts, amounts, rates and day counts among ``columns`` (not shares, flags, tiers or rates
+    bounded by 1), which a linear model should see on a log scale."""
+    return [column for column in columns if column.startswith(HEAVY_TAILED)]
+
+
+def lookback_days(column: str) -> int | None:
+    """How far back before the cutoff a windowed feature looks (``spend_30d_year_before``: 395 days);
+    None for the others, which summarise whatever history there is."""
+    if column == "spend_next30d_last_year":
+        return YEAR
+    found = re.fullmatch(r"[a-z]+_(\d+)d(_year_before)?", column)
+    if not found:
+        return None
+    return int(found.group(1)) + (YEAR if found.group(2) else 0)
+
+
+def covered(columns: Sequence[str], *, history_days: int) -> tuple[list[str], list[str]]:
+    """``columns`` split into those whose window fits into ``history_days`` of order history before the
+    oldest cutoff a model sees, and those it does not. A window reaching back before the first order is
+    empty (or cut short) at early cutoffs and filled at later ones: a model trained on the early cutoffs
+    learns nothing from it, or the wrong thing, and is then scored out of time on filled values (on the
+    demo's 13 months, ``spend_next30d_last_year`` was zero at every training cutoff and turned three
+    up-sell models' rankings upside down out of time)."""
+    kept, left_out = [], []
+    for column in columns:
+        days = lookback_days(column)
+        (left_out if days is not None and days > history_days else kept).append(column)
+    return kept, left_out

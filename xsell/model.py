@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
-from pyspark.ml.feature import StandardScaler, VectorAssembler, VectorSlicer
+from pyspark.ml.classification import ClassificationModel
+from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler, VectorSlicer
 from pyspark.ml.regression import IsotonicRegression
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import Matrices
@@ -20,20 +21,31 @@ from pyspark.sql import functions as F
 LABEL, WEIGHT, SCORE = "label", "weight", "score"
 #: The training base rate, logged with every model: an uncalibrated model's scores are corrected with it.
 BASE_RATE = "train_base_rate"
-#: Position of the classifier in a fitted pipeline: assembler, scaler, classifier, then calibration.
-CLASSIFIER_STAGE = 2
 #: Output columns of the calibration stages (Platt: a probability vector; isotonic: a number).
 PLATT_PROBABILITY, ISOTONIC_SCORE = "calibrated_probability", "calibrated_score"
+#: Name prefix of a feature's log(1 + x) inside a pipeline (see :func:`build_pipeline`).
+LOG_PREFIX = "_log1p__"
 CALIBRATIONS = ("platt", "isotonic", "none")
 
 
 def build_pipeline(feature_columns: Sequence[str], *, algorithm: str = "logistic_regression", max_iter: int = 50,
                    reg_param: float = 0.01, max_depth: int = 3, step_size: float = 0.1,
-                   min_instances_per_node: int = 20, subsampling_rate: float = 0.8) -> Pipeline:
-    """Assemble, scale and classify. Class imbalance is handled with a ``weight`` column (see
-    :func:`with_balanced_weights`). ``max_iter`` is LBFGS iterations or boosting rounds; the tree
-    parameters apply to ``gbt`` only."""
-    assembler = VectorAssembler(inputCols=list(feature_columns), outputCol="raw_features", handleInvalid="keep")
+                   min_instances_per_node: int = 20, subsampling_rate: float = 0.8,
+                   log_columns: Sequence[str] = ()) -> Pipeline:
+    """Transform, assemble, scale and classify. ``log_columns`` (counts, amounts, day counts) enter the
+    model as log(1 + x): a linear model then sees rates and recencies multiplicatively, and the
+    ``NEVER_DAYS`` stand-in no longer dwarfs every real day count after scaling. Class imbalance is
+    handled with a ``weight`` column (see :func:`with_balanced_weights`). ``max_iter`` is LBFGS
+    iterations or boosting rounds; the tree parameters apply to ``gbt`` only."""
+    stages, inputs = [], list(feature_columns)
+    logged = set(log_columns)
+    if logged & set(feature_columns):
+        # New columns beside the raw ones: a scored frame keeps its features as they were.
+        values = ", ".join(f"ln(1 + greatest(cast(`{name}` AS double), 0.0)) AS `{LOG_PREFIX}{name}`"
+                           for name in feature_columns if name in logged)
+        stages.append(SQLTransformer(statement=f"SELECT *, {values} FROM __THIS__"))
+        inputs = [f"{LOG_PREFIX}{name}" if name in logged else name for name in feature_columns]
+    assembler = VectorAssembler(inputCols=inputs, outputCol="raw_features", handleInvalid="keep")
     scaler = StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True)
     if algorithm == "gbt":
         classifier = GBTClassifier(featuresCol="features", labelCol=LABEL, weightCol=WEIGHT, maxIter=max_iter, seed=7,
@@ -42,7 +54,21 @@ def build_pipeline(feature_columns: Sequence[str], *, algorithm: str = "logistic
     else:
         classifier = LogisticRegression(featuresCol="features", labelCol=LABEL, weightCol=WEIGHT, maxIter=max_iter,
                                         regParam=reg_param, elasticNetParam=0.0)
-    return Pipeline(stages=[assembler, scaler, classifier])
+    return Pipeline(stages=[*stages, assembler, scaler, classifier])
+
+
+def _index(model: PipelineModel, kind: type) -> int:
+    return next(i for i, stage in enumerate(model.stages) if isinstance(stage, kind))
+
+
+def feature_names(model: PipelineModel) -> list[str]:
+    """The feature columns a fitted pipeline reads, in the order of its coefficients."""
+    return [name.removeprefix(LOG_PREFIX) for name in model.stages[_index(model, VectorAssembler)].getInputCols()]
+
+
+def classifier(model: PipelineModel) -> ClassificationModel:
+    """The fitted pipeline's classifier (the first classification model; calibration stages follow it)."""
+    return model.stages[_index(model, ClassificationModel)]
 
 
 def with_balanced_weights(frame: DataFrame) -> DataFrame:
@@ -114,7 +140,7 @@ def stratified_halves(fold: DataFrame) -> DataFrame:
 
 def with_calibration(fitted: PipelineModel, stages: Sequence) -> PipelineModel:
     """The fitted pipeline followed by calibration stages: one model to register and to score with."""
-    return PipelineModel(stages=list(fitted.stages[:CLASSIFIER_STAGE + 1]) + list(stages))
+    return PipelineModel(stages=list(fitted.stages[:_index(fitted, ClassificationModel) + 1]) + list(stages))
 
 
 def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0, base_rate: float | None = None) -> DataFrame:
@@ -135,17 +161,18 @@ def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0, base_rate
         if base_rate is not None and 0.0 < base_rate < 1.0:
             probability = prior_corrected(probability, base_rate=base_rate)
     predictions = predictions.withColumn(SCORE, probability)
-    classifier = model.stages[CLASSIFIER_STAGE]
-    if drivers and hasattr(classifier, "coefficients"):
-        names = model.stages[0].getInputCols()
-        weights = classifier.coefficients.toArray().tolist()
+    fitted = classifier(model)
+    if drivers and hasattr(fitted, "coefficients"):
+        names = feature_names(model)
+        weights = fitted.coefficients.toArray().tolist()
         contributions = F.zip_with(vector_to_array("features"), F.array(*[F.lit(float(w)) for w in weights]),
                                    lambda value, weight: value * weight)
         pairs = F.arrays_zip(contributions.alias("c"), F.array(*[F.lit(n) for n in names]).alias("n"))
         positive = F.filter(pairs, lambda pair: pair["c"] > 0)
         ranked = F.array_sort(positive, lambda a, b: F.when(a["c"] > b["c"], -1).when(a["c"] < b["c"], 1).otherwise(0))
         predictions = predictions.withColumn("drivers", F.transform(F.slice(ranked, 1, drivers), lambda pair: pair["n"]))
-    return predictions.drop("raw_features", "features", "rawPrediction", "probability", "prediction",
+    logged = [name for name in predictions.columns if name.startswith(LOG_PREFIX)]
+    return predictions.drop(*logged, "raw_features", "features", "rawPrediction", "probability", "prediction",
                             "calibration_margin", "calibrated_raw", PLATT_PROBABILITY, "calibrated_prediction",
                             ISOTONIC_SCORE)
 
@@ -206,12 +233,12 @@ def popularity_baseline(train: DataFrame, valid: DataFrame, *, share_columns: Se
 def feature_importance(model: PipelineModel) -> dict[str, float]:
     """Importance per input feature: the absolute standardized coefficient of a logistic regression, or
     the trees' impurity importance of a GBT."""
-    names = model.stages[0].getInputCols()
-    classifier = model.stages[CLASSIFIER_STAGE]
-    if hasattr(classifier, "coefficients"):
-        values = [abs(value) for value in classifier.coefficients.toArray().tolist()]
+    names = feature_names(model)
+    fitted = classifier(model)
+    if hasattr(fitted, "coefficients"):
+        values = [abs(value) for value in fitted.coefficients.toArray().tolist()]
     else:
-        values = classifier.featureImportances.toArray().tolist()
+        values = fitted.featureImportances.toArray().tolist()
     return dict(zip(names, values))
 
 

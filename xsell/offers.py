@@ -48,6 +48,18 @@ def resolve(configured: str | Sequence[OfferSettings], *, categories: Sequence[s
     return offers
 
 
+def model_features(offer: Offer, columns: Sequence[str], *, up_sell_scope: str = "family") -> list[str]:
+    """The feature columns ``offer``'s model uses. Cross-sells use all of them: the other categories'
+    spend says which kind of customer this is. Up-sells with ``up_sell_scope="family"`` use the
+    customer-wide columns (activity, spend, tenure, rule lift) and the target family's own (tier owned,
+    days since its purchases); with a few hundred owners per family, every other category's and
+    family's columns mostly add noise (on the demo world: 0.02-0.07 ROC-AUC out of time)."""
+    if offer.offer_type != UP_SELL or up_sell_scope == "all":
+        return list(columns)
+    own = f"__{slug(offer.target)}"
+    return [column for column in columns if "__" not in column or column.endswith(own)]
+
+
 def catalogue_levels(products: DataFrame) -> tuple[list[str], list[str]]:
     """Categories and tiered families of a catalogue (an action: they fix the feature columns)."""
     rows = products.select("category", "family").distinct().collect()
