@@ -65,7 +65,10 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date) -> None:
     combined = frames[0]
     for frame in frames[1:]:
         combined = combined.unionByName(frame)
-    lake.write_partitions(combined, settings.lake, lake.FEATURES, partition_by=("cutoff",))
+    try:
+        lake.write_partitions(combined, settings.lake, lake.FEATURES, partition_by=("cutoff",))
+    finally:
+        data.release()
     log.info("features for cutoffs %s written", ", ".join(str(c) for c in cutoffs(run_date, settings.model).all))
 
 

@@ -194,10 +194,15 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     results, checks = [], drift_checks(spark, settings, run_date)
     # The order history and snapshots are needed only to measure campaigns.
     data = inputs.load(spark, settings, run_date) if chosen else None
-    for campaign in chosen:
-        rows, campaign_rows = measure_campaign(spark, settings, target, data, campaign, run_date=run_date, run_id=run_id)
-        results += rows
-        checks += campaign_rows
+    try:
+        for campaign in chosen:
+            rows, campaign_rows = measure_campaign(spark, settings, target, data, campaign, run_date=run_date,
+                                                   run_id=run_id)
+            results += rows
+            checks += campaign_rows
+    finally:
+        if data is not None:
+            data.release()
     target.replace_rows(warehouse.MONITORING, [{**row, "run_date": run_date, "run_id": run_id} for row in checks],
                         where={"run_date": run_date, "source": SOURCE})
     if results:

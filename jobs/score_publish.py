@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from jobs import features as feature_job
 from xsell import audience, inputs, lake, measure, model, offers, runtime, tracking, warehouse
 from xsell.config import Settings
-from xsell.spark import session
+from xsell.spark import Cached, session
 
 log = logging.getLogger("xsell.score_publish")
 #: The ``source`` of the monitoring rows this job writes.
@@ -67,20 +67,29 @@ def score_stability(settings: Settings, offer: offers.Offer, champion: tracking.
         log.warning("%s: no score reference for champion v%s (%s): no score PSI", offer.offer_id, champion.version,
                     error)
         return None
-    value = measure.psi(reference["counts"], measure.histogram(scored, model.SCORE, reference["splits"]))
-    limit = settings.monitoring.max_psi
+    current = measure.histogram(scored, model.SCORE, reference["splits"])
+    value = measure.psi(reference["counts"], current)
+    limit, rows = settings.monitoring.max_psi, (sum(reference["counts"]), sum(current))
+    detail = f"eligible customers' scores against champion v{champion.version}'s out-of-time fold"
+    judged = measure.psi_judged(*rows, min_rows=settings.monitoring.min_psi_rows)
+    if not judged:
+        detail += (f"; not judged: {rows[0]} and {rows[1]} rows, fewer than {settings.monitoring.min_psi_rows} "
+                   f"(sampling alone gives about {measure.psi_noise(len(current), *rows):.2f})")
     return {"source": SOURCE, "check_name": "psi_score", "offer_id": offer.offer_id, "subject": "score",
-            "value": value, "expected": 0.0, "threshold": limit, "breach": value > limit,
-            "detail": f"eligible customers' scores against champion v{champion.version}'s out-of-time fold"}
+            "value": value, "expected": 0.0, "threshold": limit, "breach": judged and value > limit, "detail": detail}
 
 
-def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str) -> Audience:
-    """Score, rank, arbitrate and cell the eligible, consenting customers; count what each rule removed."""
+def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: str,
+                   cache: Cached) -> Audience:
+    """Score, rank, arbitrate and cell the eligible, consenting customers; count what each rule removed
+    (what it caches lives until ``cache`` is released)."""
     import mlflow.spark
 
     tracking.configure(settings)
     try:
         data = inputs.load(spark, settings, run_date)
+        for frame in (data.order_lines, data.products, data.customers):
+            cache(frame)
     except FileNotFoundError as missing:
         raise runtime.PublishBlocked(f"input missing, publish blocked: {missing}") from missing
     _consent_snapshot_fresh(settings, run_date, data.snapshot_date)
@@ -93,7 +102,7 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
                                      f"consented: publish blocked")
     # Profiling for direct marketing needs consent too: the feature table holds consenting customers
     # only, and today's snapshot is applied again in case consent was withdrawn since it was built.
-    feature_frame = feature_job.read(spark, settings, cutoff).join(allowed, on="customer_id", how="left_semi").cache()
+    feature_frame = cache(feature_job.read(spark, settings, cutoff).join(allowed, on="customer_id", how="left_semi"))
     profiled = feature_frame.count()
     rules = lake.read(spark, settings.lake, lake.BASKET_RULES).filter(F.col("run_date") == F.lit(run_date))
     ranked_offers, versions, checks = [], {}, []
@@ -105,11 +114,11 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
             continue
         versions[offer.offer_id] = (offer.model_name, champion.version)
         rule = offers.rule_feature(rules, data.order_lines, data.products, offer, cutoff=cutoff)
-        candidates = (
+        candidates = cache(
             feature_frame.filter(offers.eligible(offer, cooldown_days=settings.audience.cooldown_days))
             .join(rule, on="customer_id", how="left")
             .fillna(0.0, subset=["rule_lift"])
-        ).cache()
+        )
         removed[f"ineligible:{offer.offer_id}"] = profiled - candidates.count()
         champion_model = mlflow.spark.load_model(champion.uri)
         scored = model.score(champion_model, candidates, drivers=2, base_rate=champion.metrics.get(model.BASE_RATE))
@@ -125,9 +134,9 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
     ranked = ranked_offers[0]
     for frame in ranked_offers[1:]:
         ranked = ranked.unionByName(frame)
-    ranked = ranked.cache()
-    chosen = audience.arbitrate(ranked, max_offers=settings.audience.max_offers_per_customer,
-                                diversity_column="category" if settings.audience.category_diversity else None).cache()
+    ranked = cache(ranked)
+    chosen = cache(audience.arbitrate(ranked, max_offers=settings.audience.max_offers_per_customer,
+                                      diversity_column="category" if settings.audience.category_diversity else None))
     removed["arbitration"] = ranked.count() - chosen.count()
     celled = audience.assign_cell(chosen, control_share=settings.audience.control_share,
                                   salt=settings.audience.control_salt)
@@ -144,9 +153,15 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     it was, records the attempt in ``audience_runs`` with status ``blocked: ...`` and raises.
     """
     target = warehouse.open_warehouse(settings)
+    with Cached() as cache:
+        return _publish(spark, settings, target, run_date, run_id=run_id, attempt=attempt, cache=cache)
+
+
+def _publish(spark: SparkSession, settings: Settings, target: warehouse.Warehouse, run_date: dt.date, *, run_id: str,
+             attempt: int, cache: Cached) -> str:
     try:
-        built = build_audience(spark, settings, run_date, run_id=run_id)
-        rows = built.rows.cache()
+        built = build_audience(spark, settings, run_date, run_id=run_id, cache=cache)
+        rows = cache(built.rows)
         counts = {f"{row.offer_id}|{row.cell}": row.n
                   for row in rows.groupBy("offer_id", "cell").agg(F.count("*").alias("n")).collect()}
         record = warehouse.RunRecord(run_date=run_date, run_id=run_id, rows_total=sum(counts.values()),

@@ -35,7 +35,7 @@ from jobs import basket_rules as rules_job
 from jobs import features as feature_job
 from xsell import baskets, features, inputs, measure, model, offers, plots, rules, runtime, tracking, warehouse
 from xsell.config import Settings
-from xsell.spark import session
+from xsell.spark import Cached, session
 
 log = logging.getLogger("xsell.train")
 
@@ -149,10 +149,15 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         # classifier's own. Its probabilities are judged out of fold: two half-fold calibrators, each
         # scoring the half it did not see (on the demo, splicing two calibrators' ranks took 0.65 to 0.48).
         honest = model.cross_calibrated(fitted, valid, method=method).cache()
+        # The classifier's own ranking, logged apart: a Platt slope bounded at zero makes a classifier that
+        # ranks the fold upside down constant (AUC 0.5), and this says by how much it was below chance.
+        classifier_auc = model.roc_auc(model.score(fitted, valid))
         fitted = model.with_calibration(fitted, model.calibrator(fitted, valid, method=method))
         scored = model.score(fitted, valid).cache()
     tables = {"model": model.deciles(scored), "calibration": model.deciles(honest)}
     metrics = {**model.evaluate(scored, tables["model"]), "brier": model.brier(honest)}
+    if method != "none":
+        metrics["classifier_roc_auc"] = classifier_auc
     oracle = oracle_metrics(valid, truth, offer)
     if oracle:
         metrics["oracle_ratio"] = metrics["roc_auc"] / oracle["oracle_roc_auc"] if oracle["oracle_roc_auc"] else 0.0
@@ -295,9 +300,12 @@ def truth_for(spark: SparkSession, settings: Settings, cutoff: dt.date) -> DataF
 
 
 def training_frames(spark: SparkSession, settings: Settings, data: inputs.Inputs, run_date: dt.date,
-                    offer_list: list[offers.Offer]) -> tuple[list[tuple[offers.Offer, DataFrame, DataFrame]], list[str]]:
+                    offer_list: list[offers.Offer], *, cache: Cached | None = None,
+                    ) -> tuple[list[tuple[offers.Offer, DataFrame, DataFrame]], list[str]]:
     """Per offer, the stacked training cutoffs and the out-of-time fold, labelled, with the rule feature;
-    and the model's feature columns."""
+    and the model's feature columns. The cutoffs' panels are cached, until ``cache`` is released when
+    given."""
+    cache = cache or (lambda frame: frame.cache())
     dates = feature_job.cutoffs(run_date, settings.model)
     horizon = dt.timedelta(days=settings.model.horizon_days)
     panels = {}
@@ -305,7 +313,7 @@ def training_frames(spark: SparkSession, settings: Settings, data: inputs.Inputs
         feature_frame = feature_job.read(spark, settings, cutoff)
         rules = rules_before(data.order_lines, settings, cutoff)
         end = dates.score if cutoff == dates.valid else cutoff + horizon
-        panels[cutoff] = panel(data, feature_frame, rules, offer_list, cutoff=cutoff, end=end).cache()
+        panels[cutoff] = cache(panel(data, feature_frame, rules, offer_list, cutoff=cutoff, end=end))
         # Materialised here, once: offers fitted from threads would each compute an unfilled cache again.
         log.info("training panel as of %s: %d customers", cutoff, panels[cutoff].count())
     # Windows reaching back before the first order are empty at early cutoffs: left out (see features.covered).
@@ -378,13 +386,17 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
         log.info("%s: %s", item["offer_id"], item["status"])
     if not chosen:
         return skipped
-    work, feature_columns = training_frames(spark, settings, data, run_date, chosen)
-    truth = truth_for(spark, settings, feature_job.cutoffs(run_date, settings.model).valid)
-    # Each offer's data is small: a Spark job per LBFGS iteration is bound by latency, not by the cores,
-    # so several offers are fitted at once from threads (Spark schedules jobs from threads concurrently).
-    with ThreadPoolExecutor(max_workers=settings.model.parallel_offers) as pool:
-        fitted = list(pool.map(lambda item: fit_offer(settings, item[0], item[1], item[2],
-                                                      feature_columns=feature_columns, truth=truth), work))
+    with Cached() as cache:
+        for frame in (data.order_lines, data.products, data.customers):
+            cache(frame)
+        work, feature_columns = training_frames(spark, settings, data, run_date, chosen, cache=cache)
+        truth = truth_for(spark, settings, feature_job.cutoffs(run_date, settings.model).valid)
+        # Each offer's data is small: a Spark job per LBFGS iteration is bound by latency, not by the
+        # cores, so several offers are fitted at once from threads (Spark schedules jobs from threads
+        # concurrently).
+        with ThreadPoolExecutor(max_workers=settings.model.parallel_offers) as pool:
+            fitted = list(pool.map(lambda item: fit_offer(settings, item[0], item[1], item[2],
+                                                          feature_columns=feature_columns, truth=truth), work))
     results = [log_offer(settings, item, run_date=run_date, run_id=run_id, experiment_id=experiment_id,
                          feature_columns=feature_columns) for item in fitted]
     return results + skipped

@@ -81,6 +81,22 @@ def test_psi_matches_its_formula() -> None:
     assert measure.psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(0.25 * np.log(0.5) * -1 + 0.25 * np.log(1.5))
 
 
+def test_psi_of_small_samples_of_one_population_is_the_predicted_noise() -> None:
+    """Samples of one distribution, 10 equal bins: the mean PSI over many draws is what psi_noise says
+    (an asymptotic figure: empty bins push it higher at 40 rows a side), and at 40 rows it is above the
+    0.25 breach; so small populations are not judged."""
+    rng = np.random.default_rng(5)
+
+    def mean_psi(rows: int) -> float:
+        return float(np.mean([measure.psi(rng.multinomial(rows, [0.1] * 10), rng.multinomial(rows, [0.1] * 10))
+                              for _ in range(3000)]))
+
+    for rows in (200, 400):
+        assert mean_psi(rows) == pytest.approx(measure.psi_noise(10, rows, rows), rel=0.1)
+    assert mean_psi(40) > measure.psi_noise(10, 40, 40) > 0.25 > measure.psi_noise(10, 400, 400)
+    assert not measure.psi_judged(36, 46, min_rows=200) and measure.psi_judged(200, 900, min_rows=200)
+
+
 def test_rule_overlap_counts_the_previous_top_rules_still_on_top(spark: SparkSession) -> None:
     rows = [("product", ["P1"], "P2", 5.0, 0.1), ("product", ["P3"], "P4", 4.0, 0.1), ("product", ["P5"], "P6", 3.0, 0.1),
             ("category", ["bikes"], "bike_care", 9.0, 0.2)]

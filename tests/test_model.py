@@ -78,6 +78,23 @@ def test_calibrated_scores_follow_the_observed_rates_on_new_data(spark: SparkSes
     assert table[0]["rate"] > 4 * table[-1]["rate"]
 
 
+def test_deciles_share_tied_scores_and_their_adopters_in_proportion(spark: SparkSession) -> None:
+    """23 customers: 3 distinct top scores, then 20 ties holding 4 adopters, listed with the adopters' ids
+    first. ntile's sizes (3 deciles of 3 rows, 7 of 2); inside the ties every decile gets its share of the
+    4 adopters (0.2 per row), whatever the ids."""
+    rows = [(f"A{i}", 0.9 - 0.1 * i, 1.0) for i in range(3)]
+    rows += [(f"B{i:02d}", 0.1, 1.0 if i < 4 else 0.0) for i in range(20)]
+    table = model.deciles(spark.createDataFrame(rows, "customer_id STRING, score DOUBLE, label DOUBLE"))
+    assert [row["rows"] for row in table] == [3, 3, 3] + [2] * 7
+    assert table[0]["positives"] == pytest.approx(3.0)
+    assert [row["positives"] for row in table[1:]] == pytest.approx([0.6, 0.6] + [0.4] * 7)
+    assert table[-1]["capture"] == pytest.approx(1.0)
+    # A constant scorer: lift 1 everywhere.
+    constant = spark.createDataFrame([(f"C{i}", 0.5, float(i % 3 == 0)) for i in range(50)],
+                                     "customer_id STRING, score DOUBLE, label DOUBLE")
+    assert [row["lift"] for row in model.deciles(constant)] == pytest.approx([1.0] * 10)
+
+
 @pytest.mark.parametrize("method", ["platt", "isotonic"])
 def test_a_calibrated_model_is_saved_and_loaded_as_one_pipeline(folds, tmp_path: Path, method: str) -> None:
     _, valid, fitted = folds

@@ -150,6 +150,8 @@ def test_every_model_run_logs_baselines_plots_signature_and_provenance(world: tu
                     "popularity_baseline_roc_auc", "popularity_baseline_brier"):
             assert key in metrics, (name, key)
         assert metrics["capture_d10"] == pytest.approx(1.0)
+        # Platt scaling is monotone: a champion ranks the fold as its classifier does, better than chance.
+        assert metrics["roc_auc"] == pytest.approx(metrics["classifier_roc_auc"]) and metrics["roc_auc"] > 0.5
         # A few dozen adopters per offer in this tiny world: the oracle is logged, not judged, here.
         assert 0.0 < metrics["oracle_roc_auc"] <= 1.0
         assert metrics["oracle_ratio"] == pytest.approx(metrics["roc_auc"] / metrics["oracle_roc_auc"])

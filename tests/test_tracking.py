@@ -40,6 +40,10 @@ def test_every_alias_move_is_recorded_and_a_worse_model_is_rejected(spark: Spark
     import mlflow
 
     name = "xsell_test_history"
+    constant = _register(spark, settings, name)
+    # A first model that ranks no better than chance (a constant calibrated score) does not become champion.
+    promoted, why = tracking.promote_if_better(name, constant, {"roc_auc": 0.5}, margin=0.0, champion_metric_on_fold=None)
+    assert not promoted and "chance" in why and tracking.champion(name) is None
     first = _register(spark, settings, name)
     assert tracking.promote_if_better(name, first, {"roc_auc": 0.70}, margin=0.01, champion_metric_on_fold=None)[0]
     second = _register(spark, settings, name)

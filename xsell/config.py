@@ -166,6 +166,9 @@ class MonitoringSettings(_Section):
                                  "tenure_days")
     psi_bins: int = Field(10, ge=2)
     max_psi: float = Field(0.25, gt=0)
+    # A score PSI is judged only when the fold and today's eligible customers both number at least this
+    # (sampling alone gives a PSI of about (bins - 1) x (1/n + 1/m): 0.45 at 40 rows a side).
+    min_psi_rows: int = Field(200, ge=1)
     # Rule-set churn: the share of the previous run's top rules (by lift) still among today's.
     rule_top_n: int = Field(50, ge=1)
     min_rule_overlap: float = Field(0.5, ge=0, le=1)

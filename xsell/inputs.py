@@ -25,6 +25,11 @@ class Inputs:
     offers: list[offers.Offer]
     snapshot_date: dt.date
 
+    def release(self) -> None:
+        """Unpersist the cached lines and snapshots (a long-lived session runs many jobs)."""
+        for frame in (self.order_lines, self.products, self.customers):
+            frame.unpersist()
+
 
 def load(spark: SparkSession, settings: Settings, run_date: dt.date) -> Inputs:
     """Valid order lines up to and including ``run_date``, and the snapshots that serve ``run_date``."""

@@ -209,6 +209,20 @@ def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def psi_noise(bins: int, reference_rows: float, current_rows: float) -> float:
+    """The PSI that sampling alone gives two samples of one distribution, on average: about
+    (bins - 1) x (1/n_reference + 1/n_current), the mean of the chi-square it tends to (0.45 for 10
+    bins and 40 rows a side, 0.09 at 200): a PSI of a few dozen rows says nothing about a shift."""
+    if reference_rows <= 0 or current_rows <= 0:
+        return math.inf
+    return (bins - 1) * (1.0 / reference_rows + 1.0 / current_rows)
+
+
+def psi_judged(reference_rows: float, current_rows: float, *, min_rows: int) -> bool:
+    """Whether a PSI of populations this size is judged against its threshold at all."""
+    return min(reference_rows, current_rows) >= min_rows
+
+
 def edges(frame: DataFrame, column: str, *, bins: int) -> list[float]:
     """Bin edges of ``column``: its quantiles on ``frame`` (the reference population), distinct, with
     open ends, so that a shifted population still falls in a bin (an action)."""

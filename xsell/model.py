@@ -180,11 +180,34 @@ def score(model: PipelineModel, frame: DataFrame, *, drivers: int = 0, base_rate
 def deciles(scored: DataFrame) -> list[dict[str, float]]:
     """Per score decile (1 = the top 10%): rows, positives, mean score, observed rate, lift over the
     base rate and the cumulative share of all positives captured (an action; ten rows). The gain chart,
-    the calibration curve and the lift and capture metrics come from it."""
-    ranked = scored.withColumn("decile", F.ntile(10).over(Window.orderBy(F.desc(SCORE), "customer_id")))
+    the calibration curve and the lift and capture metrics come from it.
+
+    Deciles hold the rows ``ntile(10)`` would give them. Customers with the same score are not ordered by
+    anything the scorer knows, so a group of ties that straddles a decile boundary is shared between the
+    deciles in proportion, with its adopters spread evenly (the expectation over random tie orders): a
+    constant or coarse scorer (the rule score, popularity by segment) then gets lift 1 inside its ties,
+    never a lift that depends on how customer ids happen to sort.
+    """
+    groups = scored.groupBy(SCORE).agg(F.count("*").alias("_n"), F.sum(LABEL).alias("_positives"))
+    # One row per distinct score, in a single ordered partition: cumulative positions of the tie groups.
+    ordered = Window.orderBy(F.desc(SCORE)).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    groups = groups.withColumn("_end", F.sum("_n").over(ordered)).withColumn("_start", F.col("_end") - F.col("_n"))
+    total = scored.count()
+    # ntile(10): the first (total mod 10) deciles hold one row more.
+    sizes = [total // 10 + (1 if k < total % 10 else 0) for k in range(10)]
+    bounds = [(k + 1, sum(sizes[:k]), sum(sizes[:k + 1])) for k in range(10) if sizes[k]]
+    spark = scored.sparkSession
+    edges = spark.createDataFrame(bounds, "decile INT, _lo BIGINT, _hi BIGINT")
+    overlap = F.least(F.col("_end"), F.col("_hi")) - F.greatest(F.col("_start"), F.col("_lo"))
+    shares = (
+        groups.crossJoin(F.broadcast(edges))
+        .withColumn("_rows", overlap.cast("double"))
+        .filter(F.col("_rows") > 0)
+    )
     rows = (
-        ranked.groupBy("decile")
-        .agg(F.count("*").alias("rows"), F.sum(LABEL).alias("positives"), F.avg(SCORE).alias("mean_score"))
+        shares.groupBy("decile")
+        .agg(F.sum("_rows").alias("rows"), F.sum(F.col("_positives") * F.col("_rows") / F.col("_n")).alias("positives"),
+             (F.sum(F.col(SCORE) * F.col("_rows")) / F.sum("_rows")).alias("mean_score"))
         .orderBy("decile").collect()
     )
     total_rows = sum(row["rows"] for row in rows)
@@ -194,7 +217,7 @@ def deciles(scored: DataFrame) -> list[dict[str, float]]:
     for row in rows:
         captured += row["positives"]
         rate = row["positives"] / row["rows"]
-        table.append({"decile": int(row["decile"]), "rows": int(row["rows"]), "positives": float(row["positives"]),
+        table.append({"decile": int(row["decile"]), "rows": int(round(row["rows"])), "positives": float(row["positives"]),
                       "mean_score": float(row["mean_score"]), "rate": rate,
                       "lift": rate / base_rate if base_rate else 0.0,
                       "capture": captured / total_positives if total_positives else 0.0})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from xsell.config import Settings
 
@@ -49,3 +49,27 @@ def session(settings: Settings, app_name: str) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+class Cached:
+    """The DataFrames one job run caches, unpersisted together when the run ends (a ``with`` block).
+
+    A job's process usually ends with it; a notebook or a test session lives on, and caches that outlive
+    their run take the storage memory the next run's aggregations need (in a 1 GB session that ran the
+    pipeline twice, a rerun's scoring failed with ``AGGREGATE_OUT_OF_MEMORY``).
+    """
+
+    def __init__(self) -> None:
+        self._frames: list[DataFrame] = []
+
+    def __call__(self, frame: DataFrame) -> DataFrame:
+        """``frame``, cached until the block ends."""
+        self._frames.append(frame.cache())
+        return self._frames[-1]
+
+    def __enter__(self) -> Cached:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        while self._frames:
+            self._frames.pop().unpersist()

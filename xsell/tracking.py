@@ -18,6 +18,8 @@ GATE_METRIC = "roc_auc"
 GATE_REPORTED = ("roc_auc", "pr_auc", "brier", "lift_top_decile")
 #: Differences below this are floating-point noise (refitting on the same data moves the AUC by ~1e-12).
 NOISE = 1e-6
+#: The ROC-AUC of a scorer that ranks at random (or a constant one): a first champion must beat it.
+CHANCE = 0.5
 
 
 class TrackingUnavailable(RuntimeError):
@@ -79,7 +81,10 @@ def champion(model_name: str) -> Champion | None:
 def promote_if_better(model_name: str, version: str, metrics: dict[str, float], *, margin: float,
                       champion_metric_on_fold: float | None) -> tuple[bool, str]:
     """Give ``version`` the champion alias when its metrics are finite and it beats the current champion
-    (evaluated on the same out-of-time fold) by ``margin``; otherwise tag it rejected."""
+    (evaluated on the same out-of-time fold) by ``margin``, or, with no champion yet, ranks better than
+    chance; otherwise tag it rejected. A model that ranks no better than a coin (a calibrated model made
+    constant because its classifier ranked the fold upside down) never becomes a first champion: the
+    offer then stays unscored rather than published at random."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -87,8 +92,10 @@ def promote_if_better(model_name: str, version: str, metrics: dict[str, float], 
     finite = all(math.isfinite(value) for value in metrics.values())
     if not finite:
         decision, why = False, "non-finite metrics"
+    elif champion_metric_on_fold is None and new > CHANCE + margin + NOISE:
+        decision, why = True, f"no champion yet; {GATE_METRIC} {new:.4f} > chance {CHANCE} + {margin}"
     elif champion_metric_on_fold is None:
-        decision, why = True, "no champion yet"
+        decision, why = False, f"no champion yet; {GATE_METRIC} {new:.4f} <= chance {CHANCE} + {margin}"
     elif new > champion_metric_on_fold + margin + NOISE:
         decision, why = True, f"{GATE_METRIC} {new:.4f} > champion {champion_metric_on_fold:.4f} + {margin}"
     else:
