@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -24,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import command  # noqa: E402
 from jobs import basket_rules, features, train, validate  # noqa: E402
 from xsell import generate, inputs  # noqa: E402
 from xsell.features import heavy_tailed  # noqa: E402
@@ -104,12 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging()
     rows = []
+    header = (f"Measured {dt.date.today()} on {platform.platform()}, Python {platform.python_version()}, "
+              f"{os.cpu_count()} cores.\n\n    {command('bench/propensity_speed.py')}\n\n")
     for customers in args.customers:
         with tempfile.TemporaryDirectory(prefix="xsell-bench-") as folder:
             rows.append(measure(customers, Path(folder) / "var"))
         print(table(rows), flush=True)
-    if args.out:
-        args.out.write_text(table(rows))
+        if args.out:  # after every size: the largest can take hours
+            args.out.write_text(header + table(rows))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier, LogisticRegression
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
@@ -188,39 +190,32 @@ def deciles(scored: DataFrame) -> list[dict[str, float]]:
     constant or coarse scorer (the rule score, popularity by segment) then gets lift 1 inside its ties,
     never a lift that depends on how customer ids happen to sort.
     """
-    groups = scored.groupBy(SCORE).agg(F.count("*").alias("_n"), F.sum(LABEL).alias("_positives"))
-    # One row per distinct score, in a single ordered partition: cumulative positions of the tie groups.
-    ordered = Window.orderBy(F.desc(SCORE)).rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    groups = groups.withColumn("_end", F.sum("_n").over(ordered)).withColumn("_start", F.col("_end") - F.col("_n"))
-    total = scored.count()
+    # One Spark job: rows and adopters per distinct score; the deciles are cut from these on the driver.
+    groups = scored.groupBy(SCORE).agg(F.count("*").alias("n"), F.sum(LABEL).alias("positives")).toPandas()
+    groups = groups.sort_values(SCORE, ascending=False, kind="stable")
+    counts, positives = groups["n"].to_numpy(dtype=float), groups["positives"].to_numpy(dtype=float)
+    scores = groups[SCORE].to_numpy(dtype=float)
+    end = np.cumsum(counts)
+    start = end - counts
+    total = int(end[-1]) if len(end) else 0
     # ntile(10): the first (total mod 10) deciles hold one row more.
     sizes = [total // 10 + (1 if k < total % 10 else 0) for k in range(10)]
-    bounds = [(k + 1, sum(sizes[:k]), sum(sizes[:k + 1])) for k in range(10) if sizes[k]]
-    spark = scored.sparkSession
-    edges = spark.createDataFrame(bounds, "decile INT, _lo BIGINT, _hi BIGINT")
-    overlap = F.least(F.col("_end"), F.col("_hi")) - F.greatest(F.col("_start"), F.col("_lo"))
-    shares = (
-        groups.crossJoin(F.broadcast(edges))
-        .withColumn("_rows", overlap.cast("double"))
-        .filter(F.col("_rows") > 0)
-    )
-    rows = (
-        shares.groupBy("decile")
-        .agg(F.sum("_rows").alias("rows"), F.sum(F.col("_positives") * F.col("_rows") / F.col("_n")).alias("positives"),
-             (F.sum(F.col(SCORE) * F.col("_rows")) / F.sum("_rows")).alias("mean_score"))
-        .orderBy("decile").collect()
-    )
-    total_rows = sum(row["rows"] for row in rows)
-    total_positives = sum(row["positives"] for row in rows)
-    base_rate = total_positives / total_rows if total_rows else 0.0
-    table, captured = [], 0.0
-    for row in rows:
-        captured += row["positives"]
-        rate = row["positives"] / row["rows"]
-        table.append({"decile": int(row["decile"]), "rows": int(round(row["rows"])), "positives": float(row["positives"]),
-                      "mean_score": float(row["mean_score"]), "rate": rate,
+    total_positives = float(positives.sum())
+    base_rate = total_positives / total if total else 0.0
+    table, captured, low = [], 0.0, 0
+    for k, size in enumerate(sizes):
+        if not size:
+            continue
+        high = low + size
+        share = np.clip(np.minimum(end, high) - np.maximum(start, low), 0.0, None)
+        rows, adopters = float(share.sum()), float((positives * share / counts).sum())
+        captured += adopters
+        rate = adopters / rows
+        table.append({"decile": k + 1, "rows": int(round(rows)), "positives": adopters,
+                      "mean_score": float((scores * share).sum() / rows), "rate": rate,
                       "lift": rate / base_rate if base_rate else 0.0,
                       "capture": captured / total_positives if total_positives else 0.0})
+        low = high
     return table
 
 
