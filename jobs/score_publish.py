@@ -74,7 +74,7 @@ def score_stability(settings: Settings, offer: offers.Offer, champion: tracking.
     judged = measure.psi_judged(*rows, min_rows=settings.monitoring.min_psi_rows)
     if not judged:
         detail += (f"; not judged: {rows[0]} and {rows[1]} rows, fewer than {settings.monitoring.min_psi_rows} "
-                   f"(sampling alone gives about {measure.psi_noise(len(current), *rows):.2f})")
+                   f"(sampling alone gives about {measure.psi_noise(len(reference['splits']) - 1, *rows):.2f})")
     return {"source": SOURCE, "check_name": "psi_score", "offer_id": offer.offer_id, "subject": "score",
             "value": value, "expected": 0.0, "threshold": limit, "breach": judged and value > limit, "detail": detail}
 
@@ -88,7 +88,7 @@ def build_audience(spark: SparkSession, settings: Settings, run_date: dt.date, *
     tracking.configure(settings)
     try:
         data = inputs.load(spark, settings, run_date)
-        for frame in (data.order_lines, data.products, data.customers):
+        for frame in data.cached:
             cache(frame)
     except FileNotFoundError as missing:
         raise runtime.PublishBlocked(f"input missing, publish blocked: {missing}") from missing

@@ -387,7 +387,7 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     if not chosen:
         return skipped
     with Cached() as cache:
-        for frame in (data.order_lines, data.products, data.customers):
+        for frame in data.cached:
             cache(frame)
         work, feature_columns = training_frames(spark, settings, data, run_date, chosen, cache=cache)
         truth = truth_for(spark, settings, feature_job.cutoffs(run_date, settings.model).valid)

@@ -25,9 +25,14 @@ class Inputs:
     offers: list[offers.Offer]
     snapshot_date: dt.date
 
+    @property
+    def cached(self) -> tuple[DataFrame, ...]:
+        """The frames :func:`load` cached: the lines and the snapshots."""
+        return self.order_lines, self.products, self.customers
+
     def release(self) -> None:
         """Unpersist the cached lines and snapshots (a long-lived session runs many jobs)."""
-        for frame in (self.order_lines, self.products, self.customers):
+        for frame in self.cached:
             frame.unpersist()
 
 

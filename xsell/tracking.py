@@ -92,15 +92,13 @@ def promote_if_better(model_name: str, version: str, metrics: dict[str, float], 
     finite = all(math.isfinite(value) for value in metrics.values())
     if not finite:
         decision, why = False, "non-finite metrics"
-    elif champion_metric_on_fold is None and new > CHANCE + margin + NOISE:
-        decision, why = True, f"no champion yet; {GATE_METRIC} {new:.4f} > chance {CHANCE} + {margin}"
-    elif champion_metric_on_fold is None:
-        decision, why = False, f"no champion yet; {GATE_METRIC} {new:.4f} <= chance {CHANCE} + {margin}"
-    elif new > champion_metric_on_fold + margin + NOISE:
-        decision, why = True, f"{GATE_METRIC} {new:.4f} > champion {champion_metric_on_fold:.4f} + {margin}"
     else:
+        # With no champion yet, the model to beat is a coin.
+        reference, against = ((CHANCE, "chance (no champion yet)") if champion_metric_on_fold is None
+                              else (champion_metric_on_fold, "champion"))
         # Strictly better only: retraining on the same data does not churn the champion (and the audience).
-        decision, why = False, f"{GATE_METRIC} {new:.4f} <= champion {champion_metric_on_fold:.4f} + {margin}"
+        decision = new > reference + margin + NOISE
+        why = f"{GATE_METRIC} {new:.4f} {'>' if decision else '<='} {against} {reference:.4f} + {margin}"
     if decision:
         previous = champion(model_name)
         client.set_registered_model_alias(model_name, CHAMPION, version)
