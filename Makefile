@@ -80,7 +80,7 @@ airflow-db:
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 
 test: java venv jdbc
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 java:
 	@v=$$(java -version 2>&1 | awk -F '"' '/version/ {print $$2}' | cut -d. -f1); \

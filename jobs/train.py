@@ -154,17 +154,20 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         classifier_auc = model.roc_auc(model.score(fitted, valid))
         fitted = model.with_calibration(fitted, model.calibrator(fitted, valid, method=method))
         scored = model.score(fitted, valid).cache()
-    tables = {"model": model.deciles(scored), "calibration": model.deciles(honest)}
-    metrics = {**model.evaluate(scored, tables["model"]), "brier": model.brier(honest)}
+    by_popularity = model.popularity_baseline(
+        train, valid, share_columns=[c for c in train.columns if c.startswith("share__")])
+    # One Spark job per scorer: every metric and decile is computed from its counts per distinct score.
+    counts = {"model": model.by_score(scored), "calibration": model.by_score(honest),
+              "rule score": model.by_score(scored.withColumn(model.SCORE, F.col("rule_lift"))),
+              "popularity": model.by_score(by_popularity)}
+    tables = {scorer: model.deciles_of(frame) for scorer, frame in counts.items()}
+    metrics = {**model.metrics_of(counts["model"], tables["model"]),
+               "brier": model.metrics_of(counts["calibration"], tables["calibration"])["brier"]}
     if method != "none":
         metrics["classifier_roc_auc"] = classifier_auc
     oracle = oracle_metrics(valid, truth, offer)
     if oracle:
         metrics["oracle_ratio"] = metrics["roc_auc"] / oracle["oracle_roc_auc"] if oracle["oracle_roc_auc"] else 0.0
-    by_rule = scored.withColumn(model.SCORE, F.col("rule_lift"))
-    by_popularity = model.popularity_baseline(
-        train, valid, share_columns=[c for c in train.columns if c.startswith("share__")]).cache()
-    tables.update({"rule score": model.deciles(by_rule), "popularity": model.deciles(by_popularity)})
     current = tracking.champion(offer.model_name)
     champion_auc = None
     if current is not None:
@@ -179,8 +182,8 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     score_reference = {"splits": splits, "counts": measure.histogram(scored, model.SCORE, splits)}
     result = Fitted(
         offer, fitted, {**metrics, **model.decile_metrics(tables["model"]), model.BASE_RATE: base_rate},
-        model.evaluate(by_rule, tables["rule score"]), champion_auc, rows, positives,
-        popularity_baseline=model.evaluate(by_popularity, tables["popularity"]), deciles=tables,
+        model.metrics_of(counts["rule score"], tables["rule score"]), champion_auc, rows, positives,
+        popularity_baseline=model.metrics_of(counts["popularity"], tables["popularity"]), deciles=tables,
         digests={"train": digest(train.drop(model.WEIGHT)), "valid": digest(valid)},
         example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle, score_reference=score_reference,
         features=feature_columns,
@@ -189,7 +192,6 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     valid.unpersist()
     scored.unpersist()
     honest.unpersist()
-    by_popularity.unpersist()
     log.info("%s: fitted, calibrated and evaluated in %.1f s", offer.offer_id, time.perf_counter() - started)
     return result
 

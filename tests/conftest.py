@@ -21,6 +21,41 @@ REQUIRE_ALL = os.environ.get("XSELL_REQUIRE_ALL") == "1"
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
+#: The slowest scheduling units (minutes each, the Airflow run and the notebooks), started first so that
+#: the two test workers finish together instead of one running the longest alone at the end; the rest
+#: follow in collection order. Matched as prefixes of test ids.
+SLOWEST_FIRST = (
+    "tests/test_dag.py",
+    "tests/test_notebooks.py::test_notebook_runs[02",
+    "tests/test_pipeline.py",
+    "tests/test_notebooks.py::test_notebook_runs[03",
+    "tests/test_notebooks.py::test_notebook_runs[01",
+    "tests/test_notebooks.py::test_notebook_runs[00",
+    "tests/test_cluster.py",
+)
+
+
+def _rank(nodeid: str) -> int:
+    return next((k for k, prefix in enumerate(SLOWEST_FIRST) if nodeid.startswith(prefix)), len(SLOWEST_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: the order inside a file is kept
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Test workers take whole files (a module's fixtures are built once), except that every notebook is
+    a unit of its own, in the order of :data:`SLOWEST_FIRST` (xdist would reorder by test count)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.startswith("tests/test_notebooks.py::") else nodeid.split("::", 1)[0]
+
+    config.option.loadscopereorder = False
+    return Scheduler(config, log)
+
+
 def skip_or_fail(reason: str) -> None:
     if REQUIRE_ALL:
         pytest.fail(f"{reason} (XSELL_REQUIRE_ALL=1 forbids skipping)")

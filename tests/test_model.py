@@ -95,6 +95,24 @@ def test_deciles_share_tied_scores_and_their_adopters_in_proportion(spark: Spark
     assert [row["lift"] for row in model.deciles(constant)] == pytest.approx([1.0] * 10)
 
 
+def test_metrics_from_counts_per_score_equal_the_row_level_ones(spark: SparkSession) -> None:
+    """ROC-AUC, average precision and Brier score computed from the counts per distinct score equal
+    scikit-learn's on the rows themselves, ties included; with one class only, ranking is undefined."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(4)
+    scores = rng.integers(0, 12, size=600) / 12.0  # few distinct values: many ties
+    labels = (rng.random(600) < 0.15 + 0.5 * scores).astype(float)
+    frame = spark.createDataFrame(pd.DataFrame({"score": scores, "label": labels}))
+    metrics = model.evaluate(frame)
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert metrics["pr_auc"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    assert metrics["brier"] == pytest.approx(float(np.mean((scores - labels) ** 2)), abs=1e-12)
+    assert (metrics["rows"], metrics["positives"]) == (600.0, labels.sum())
+    one_class = model.evaluate(spark.createDataFrame(pd.DataFrame({"score": scores[:50], "label": np.zeros(50)})))
+    assert np.isnan(one_class["roc_auc"]) and np.isnan(one_class["pr_auc"]) and one_class["positives"] == 0.0
+
+
 @pytest.mark.parametrize("method", ["platt", "isotonic"])
 def test_a_calibrated_model_is_saved_and_loaded_as_one_pipeline(folds, tmp_path: Path, method: str) -> None:
     _, valid, fitted = folds

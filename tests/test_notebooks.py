@@ -9,10 +9,8 @@ import pytest
 from nbclient import NotebookClient
 
 FOLDER = Path(__file__).resolve().parent.parent / "notebooks"
-#: Run from a test file of its own (test_notebook_campaign.py): the test workers take whole files
-#: (``--dist loadfile``), and this one is the longest notebook.
-CAMPAIGN = FOLDER / "03-campaign-results.ipynb"
-NOTEBOOKS = sorted(path for path in FOLDER.glob("*.ipynb") if path != CAMPAIGN)
+#: Each notebook is a scheduling unit of its own for the test workers (see conftest.py).
+NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
 
 
 def execute(path: Path, tmp_path: Path) -> None:
