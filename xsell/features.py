@@ -51,13 +51,17 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
         .withColumn("days_ago", _days_before(cutoff))
     )
     sales = lines.filter(sold())
-    aggregates = [F.min("days_ago").alias("recency_days"), F.max("days_ago").alias("first_order_days"),
-                  F.countDistinct("order_id").alias("orders_total")]
+    aggregates = [F.min("days_ago").alias("recency_days"), F.max("days_ago").alias("first_order_days")]
+    # Orders are counted from one row per order (its newest line's age): an order has a line in a window
+    # exactly when that age is in it. Several distinct counts in one aggregation would make Spark copy
+    # every line once per count (an Expand) before aggregating.
+    orders = (sales.groupBy("customer_id", "order_id").agg(F.min("days_ago").alias("order_days"))
+              .groupBy("customer_id").agg(F.count("*").alias("orders_total"), *[
+                  F.sum((F.col("order_days") <= days).cast("long")).alias(f"orders_{days}d") for days in WINDOWS]))
     for days in WINDOWS:
         in_window = F.col("days_ago") <= days
         year_before = (F.col("days_ago") > YEAR) & (F.col("days_ago") <= YEAR + days)
         aggregates += [
-            F.countDistinct(F.when(in_window, F.col("order_id"))).alias(f"orders_{days}d"),
             F.sum(F.when(in_window, F.col("amount")).otherwise(0.0)).alias(f"spend_{days}d"),
             F.sum(F.when(year_before, F.col("amount")).otherwise(0.0)).alias(f"spend_{days}d_year_before"),
         ]
@@ -87,7 +91,7 @@ def customer_features(order_lines: DataFrame, products: DataFrame, customers: Da
         ]
     for channel in CHANNELS:
         aggregates.append(F.avg((F.col("channel") == channel).cast("double")).alias(f"channel__{channel}"))
-    history = sales.groupBy("customer_id").agg(*aggregates)
+    history = sales.groupBy("customer_id").agg(*aggregates).join(orders, on="customer_id", how="inner")
     returns = (
         lines.groupBy("customer_id")
         .agg(F.sum(F.when(F.col("status") == "returned", 1).otherwise(0)).alias("returned_lines"), F.count("*").alias("all_lines"))

@@ -153,18 +153,18 @@ def parse(raw: DataFrame, ddl: str) -> DataFrame:
     """Typed contract columns next to the raw text (``_raw_<column>``, for quarantine records and error
     messages) and a flag per column whose text did not parse (``_bad_<column>``)."""
     typed = []
-    for field in schemas.struct(ddl).fields:
-        text = F.trim(F.col(field.name))
+    for column in schemas.struct(ddl).fields:
+        text = F.trim(F.col(column.name))
         value = F.when(text == "", None).otherwise(text)
-        if field.dataType.simpleString() == "boolean":
+        if column.dataType.simpleString() == "boolean":
             parsed = F.lower(value).try_cast("boolean")
-        elif field.dataType.simpleString() == "int":
+        elif column.dataType.simpleString() == "int":
             # CSV exports often write integers as floats ("17850.0"): accept an integral float.
             as_double = value.try_cast("double")
             parsed = F.when(as_double == F.floor(as_double), as_double.try_cast("int"))
         else:
-            parsed = value.try_cast(field.dataType)
-        typed.append(parsed.alias(field.name))
+            parsed = value.try_cast(column.dataType)
+        typed.append(parsed.alias(column.name))
     raw_columns = [F.col(name).alias(f"_raw_{name}") for name in schemas.column_names(ddl)]
     flags = [condition.alias(f"_bad_{column}") for column, condition in unparsable(ddl).items()]
     return raw.select(*typed, *raw_columns, "source_file", "date").select("*", *flags)
