@@ -104,6 +104,9 @@ def spark() -> Iterator[SparkSession]:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.ansi.enabled", "true")
+        # As in conf/test.yaml: no code generation for test-sized frames.
+        .config("spark.sql.codegen.wholeStage", "false")
+        .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.jars", "/usr/share/java/postgresql.jar")
         .getOrCreate()

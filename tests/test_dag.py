@@ -74,8 +74,8 @@ def test_nightly_run_through_airflow_publishes_and_a_bad_day_stops_it(tmp_path: 
         offers:
           - {offer_id: "cross-sell:bike_care", offer_type: cross-sell, target: bike_care}
           - {offer_id: "up-sell:laptop", offer_type: up-sell, target: laptop}
-        # Orchestration is under test here, not the model: one training cutoff keeps the run short.
-        model: {train_cutoffs: 1}
+        # Orchestration is under test here, not the model: one training cutoff and 10 iterations keep it short.
+        model: {train_cutoffs: 1, max_iter: 10}
     """))
     generate.generate(home / "landing", home / "truth", generate.WorldSpec(customers=800, start=start, end=run_date, seed=5),
                       log=lambda _: None)
