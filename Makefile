@@ -95,7 +95,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || (echo "xsell needs Python 3.11"; exit 1)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

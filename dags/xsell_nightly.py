@@ -30,10 +30,12 @@ AUDIENCES = Asset("xsell://warehouse/audiences")
 BASKET_RULES = Asset("xsell://warehouse/basket_rules")
 CAMPAIGN_RESULTS = Asset("xsell://warehouse/campaign_results")
 MONITORING = Asset("xsell://warehouse/monitoring")
-# Cheap to read at parse time (an environment variable, no database): lets tests shorten the wait.
+# Cheap to read at parse time (an environment variable, no database): lets tests shorten the wait and
+# the number of retries (XSELL_RETRY_DELAY_SECONDS, XSELL_RETRIES).
 # spark-submit's own default is a 1 GB driver: the train job of the 4,000-customer demo ran out of heap.
 DRIVER_MEMORY = os.environ.get("XSELL_DRIVER_MEMORY", "2g")
 RETRY_DELAY = dt.timedelta(seconds=int(os.environ.get("XSELL_RETRY_DELAY_SECONDS", "300")))
+RETRIES = int(os.environ.get("XSELL_RETRIES", "2"))
 
 with DAG(
     dag_id="xsell_nightly",
@@ -45,7 +47,7 @@ with DAG(
     max_active_runs=1,
     tags=["xsell"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
+    default_args={"retries": RETRIES, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
 ) as dag:
 
     def spark_job(task_id: str, *, outlets: list[Asset] | None = None, args: tuple[str, ...] = ()) -> SparkSubmitOperator:

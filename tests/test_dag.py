@@ -89,6 +89,7 @@ def test_nightly_run_through_airflow_publishes_and_a_bad_day_stops_it(tmp_path: 
         "XSELL_CONF_DIR": str(conf),
         "XSELL_ENV": "test,dagtest",
         "XSELL_RETRY_DELAY_SECONDS": "0",
+        "XSELL_RETRIES": "1",  # one retry shows the retry; each attempt is a Spark job start
         "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
