@@ -94,7 +94,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    session = (
+    builder = (
         SparkSession.builder.master("local[2]")
         .appName("xsell-tests")
         .config("spark.sql.shuffle.partitions", "2")
@@ -104,13 +104,13 @@ def spark() -> Iterator[SparkSession]:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         .config("spark.sql.ansi.enabled", "true")
-        # As in conf/test.yaml: no code generation for test-sized frames.
-        .config("spark.sql.codegen.wholeStage", "false")
-        .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.jars", "/usr/share/java/postgresql.jar")
-        .getOrCreate()
     )
+    # The test overlay's own Spark settings (no code generation for test-sized frames), as the jobs get them.
+    for key, value in load_settings("test").spark.conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
