@@ -24,7 +24,7 @@ import great_expectations as gx
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from expectations.rules import Exclusion, RowRule, TableSuite, between, in_set, not_null
+from expectations.rules import Exclusion, Measure, RowRule, TableSuite, between, in_set, not_null
 from xsell import schemas
 
 REQUIRED = ("order_id", "line_number", "order_ts", "product_id", "quantity", "unit_price", "currency",
@@ -51,7 +51,9 @@ def suite(*, currencies: Sequence[str], excluded_products: Sequence[str] = (),
             reason="quantity is zero, or negative on a completed line",
             violated=lambda: (F.col("quantity") == 0)
             | ((F.col("quantity") < 0) & (F.col("status") == "completed")),
-            expectation=lambda: gx.expectations.ExpectColumnValuesToNotBeInSet(column="quantity", value_set=[0]),
+            measures=lambda: (Measure("quantity__zeros", lambda: F.sum((F.col("quantity") == 0).cast("long")),
+                                      lambda: gx.expectations.ExpectColumnValuesToBeBetween(column="quantity__zeros",
+                                                                                            max_value=0)),),
         ),
         between("unit_price", min_value=0, strict_min=True),
         RowRule(
@@ -65,6 +67,12 @@ def suite(*, currencies: Sequence[str], excluded_products: Sequence[str] = (),
             column="order_ts",
             reason="order_ts is outside the day's data interval",
             violated=lambda: F.col("order_ts").isNotNull() & (F.to_date("order_ts") != F.col("date")),
+            # The day's first and last timestamps fall on the day (the profile's ``date``).
+            measures=lambda: tuple(
+                Measure(f"order_ts__{end}_date", lambda end=end: F.to_date(getattr(F, end)("order_ts")),
+                        lambda end=end: gx.expectations.ExpectColumnPairValuesToBeEqual(
+                            column_A=f"order_ts__{end}_date", column_B="date"))
+                for end in ("min", "max")),
         ),
     ]
     exclusions = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import great_expectations as gx
 from pyspark.sql import functions as F
 
 from expectations.rules import RowRule, TableSuite, between, not_null

@@ -87,6 +87,21 @@ class _Report:
                 "message": None if error is None else str(error), "data_docs": self.pages.get(table)}
 
 
+def _cached(frame: DataFrame, report: _Report) -> DataFrame:
+    report.cached.append(frame.cache())
+    return report.cached[-1]
+
+
+def _shared_keys(prepared: DataFrame, suite: TableSuite, report: _Report) -> DataFrame | None:
+    """The keys two or more rows hold, cached, or None when they are too many to broadcast."""
+    shared = _cached(validation.shared_keys(prepared, suite), report)
+    count = shared.count()
+    if count > validation.MAX_SHARED_KEYS:
+        log.info("%s: %d keys held by more than one row: routing every row through one window", suite.table, count)
+        return None
+    return shared
+
+
 def _validate(spark: SparkSession, settings: Settings, days: list[validation.LandingDay], suite: TableSuite,
               ddl: str, report: _Report, *, catalogue: DataFrame | None = None,
               history: dict[dt.date, int] | None = None) -> tuple[DataFrame, DataFrame]:
@@ -94,16 +109,19 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     report.table = suite.table
     rules = settings.validation
     validation.check_columns(days, suite.columns)
-    # Not cached: the raw rows are read twice (routing, and the independent count of rows in), which is
-    # cheaper than holding every value as text in memory.
+    # The text is read once: the rows, parsed and with their row-local rule outcome, are cached, and the
+    # counts, the census of shared keys, the routing, GX and the lake writes all read the cache.
     raw = validation.read_raw(spark, days, suite.columns, multiline=suite.multiline)
     parsed = validation.parse(raw, ddl)
     if catalogue is not None:
         parsed = validation.flag_known(parsed, catalogue, column="product_id", flag=order_suite.IN_CATALOGUE)
-    routed = validation.route(parsed, suite).cache()
-    report.cached.append(routed)
+    prepared = validation.prepare(parsed, suite).cache()
+    report.cached.append(prepared)
+    shared = _shared_keys(prepared, suite, report)
+    routed = validation.route(prepared, suite, shared=shared, cache=lambda frame: _cached(frame, report))
     is_orders = suite.table == schemas.ORDER_LINES
-    summaries = validation.summarize(raw, routed, table=suite.table, dates=[day.date for day in days], ddl=ddl,
+    # Rows in are counted on the rows as read, before routing: conservation checks the routing.
+    summaries = validation.summarize(prepared, routed, table=suite.table, dates=[day.date for day in days], ddl=ddl,
                                      guest_column="customer_id" if is_orders else None)
     validation.check_parsable(parsed, summaries, ddl)
     if history is not None:
@@ -115,7 +133,10 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
                            max_guest_rate=rules.max_guest_rate if is_orders else None)
     validation.check_volume(summaries, min_ratio=rules.volume.min_ratio, max_ratio=rules.volume.max_ratio)
     kept = validation.kept_rows(routed, suite)
-    report.suites.validate(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}")
+    # Keys are checked again among the rows kept where the census found them held twice; any other key has
+    # one row in all.
+    report.suites.validate(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}",
+                           may_share=None if shared is None else validation.holding(kept, shared, suite))
     return kept, validation.quarantine_rows(routed, suite, run_id=report.run_id)
 
 

@@ -63,6 +63,42 @@ def test_rows_are_routed_and_conserved(spark: SparkSession, settings: Settings) 
     assert runs.rows_in == runs.rows_valid + runs.rows_quarantined + runs.rows_excluded
 
 
+@pytest.mark.parametrize("max_shared_keys", [0, validation.MAX_SHARED_KEYS], ids=["window", "census"])
+def test_census_routing_equals_one_window_over_every_row(spark: SparkSession, settings: Settings,
+                                                         monkeypatch: pytest.MonkeyPatch, max_shared_keys: int) -> None:
+    # Shared keys: an exact copy (O1/2), a conflict (O8/1), two null keys that are copies of each other
+    # and one that differs (no key conflict without a key, but the copy is excluded).
+    lines = dirty_day() + [order_line(None, None, "C1", DAY, "P1")] * 2 + [order_line(None, None, "C1", DAY, "P2")]
+    land(settings.landing, DAY, lines)
+    monkeypatch.setattr(validation, "MAX_SHARED_KEYS", max_shared_keys)
+    summaries = validate.run(spark, lenient(settings), DAY, run_id="r1")
+    orders = [s for s in summaries if s.table_name == "order_lines"][0]
+    assert (orders.rows_in, orders.rows_valid, orders.rows_quarantined, orders.rows_excluded) == (14, 4, 8, 2)
+    assert orders.by_rule == {"known:product_id": 1, "range:quantity": 1, "interval:order_ts": 1, "range:unit_price": 1,
+                              "unique:order_id+line_number": 2, "not_null:order_id": 2}
+    assert orders.excluded_by_reason == {"duplicate": 2}
+
+
+def test_the_profile_judged_by_gx_names_the_measure_and_the_value(spark: SparkSession) -> None:
+    suite = order_suite.suite(currencies=["GBP"])
+    typed = spark.createDataFrame([order_line("O1", 1, "C1", DAY, "P1"), order_line("O1", 2, "C1", DAY, "P1")],
+                                  ",".join(f"{c} STRING" for c in ORDER_COLUMNS))
+    typed = typed.select(*[F.col(c).cast(t) for c, t in zip(ORDER_COLUMNS, [
+        "string", "int", "string", "timestamp", "string", "int", "double", "string", "string", "string"])])
+    kept = typed.withColumn("date", F.lit(DAY))
+    profile = validation.day_profile(kept, suite)
+    assert profile.loc[0, "rows"] == 2 and profile.loc[0, "key_duplicates"] == 0
+    assert profile.loc[0, "currency__values"] == "GBP" and profile.loc[0, "unit_price__min"] > 0
+    assert profile.loc[0, "order_id__nulls"] == 0 and str(profile.loc[0, "order_ts__max_date"]) == str(DAY)
+    late = kept.withColumn("order_ts", F.when(F.col("line_number") == 2, F.lit("2025-03-05 10:00:00").cast("timestamp"))
+                           .otherwise(F.col("order_ts")))
+    with pytest.raises(validation.DataQualityError, match=r"expect_column_pair_values_to_be_equal on order_ts__max_date"):
+        validation.run_suite(late, suite, what="late")
+    twice = kept.withColumn("line_number", F.lit(1))
+    with pytest.raises(validation.DataQualityError, match=r"key_duplicates \(found \[1\]\)"):
+        validation.run_suite(twice, suite, what="twice")
+
+
 def test_rerun_replaces_the_day(spark: SparkSession, settings: Settings) -> None:
     land(settings.landing, DAY, dirty_day())
     validate.run(spark, lenient(settings), DAY, run_id="r1")
