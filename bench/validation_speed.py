@@ -35,8 +35,9 @@ PRODUCTS = 2000
 CUSTOMERS = 50000
 
 
-def land_day(landing: Path, rows: int, seed: int = 1) -> Path:
-    """A day of ``rows`` order lines (about 1% of them dirty) and the snapshots it needs."""
+def land_day(landing: Path, rows: int, seed: int = 1, *, copy_share: float = 0.0, reused_share: float = 0.0) -> Path:
+    """A day of ``rows`` order lines (about 1% of them dirty, ``copy_share`` exact copies of another line and
+    ``reused_share`` different lines reusing another's key) and the snapshots it needs."""
     rng = np.random.default_rng(seed)
     order = rng.integers(0, rows // 3, rows)
     seconds = rng.integers(0, 86400, rows)
@@ -52,6 +53,14 @@ def land_day(landing: Path, rows: int, seed: int = 1) -> Path:
         "channel": rng.choice(["web", "app", "store"], rows),
         "status": np.where(rng.random(rows) < 0.02, "cancelled", "completed"),
     })
+    # Exact copies of lines (a line written twice) and reused keys (a different line with the same order
+    # id and line number), which the routing must find: they replace random lines, so the day keeps its size.
+    copies, reused = int(rows * copy_share), int(rows * reused_share)
+    if copies + reused:
+        picked = rng.choice(rows, size=2 * (copies + reused), replace=False)
+        sources, targets = picked[: copies + reused], picked[copies + reused:]
+        frame.iloc[targets] = frame.iloc[sources].to_numpy()
+        frame.loc[frame.index[targets[copies:]], "quantity"] = 7
     dirty = rng.random(rows) < 0.01
     frame.loc[dirty, "unit_price"] = 0.0
     frame.loc[rng.random(rows) < 0.05, "customer_id"] = ""
@@ -110,6 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--copies", type=float, default=0.005, help="share of lines that copy another line")
+    parser.add_argument("--reused-keys", type=float, default=0.001, help="share of lines reusing another's key")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results = []
@@ -118,7 +129,7 @@ def main() -> None:
         settings = settings.model_copy(update={"home": Path(home)})
         spark = session(settings, "xsell-bench-validation")
         for rows in args.rows:
-            path = land_day(settings.landing, rows)
+            path = land_day(settings.landing, rows, copy_share=args.copies, reused_share=args.reused_keys)
             plain_pass(spark, path)  # warm-up: JIT, file cache
             plain, _ = timed(lambda: plain_pass(spark, path), args.repeat)
             # Spark reuses a cached plan across identical runs: start every run with an empty cache.

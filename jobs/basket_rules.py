@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 
 from xsell import baskets, followup, inputs, lake, offers, rules, runtime, schemas, warehouse
 from xsell.config import RuleSettings, Settings
-from xsell.spark import session
+from xsell.spark import Cached, session
 
 log = logging.getLogger("xsell.basket_rules")
 
@@ -118,11 +118,13 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
     target = warehouse.open_warehouse(settings)
     target.publish(warehouse.BASKET_RULES, stored.withColumn("antecedent", F.to_json("antecedent")), run_date=run_date, run_id=run_id)
 
-    later = followup.followup_rules(
-        lines, min_lag_days=config.followup.min_lag_days, max_lag_days=config.followup.max_lag_days,
-        min_customers=config.followup.min_customers, min_confidence=config.followup.min_confidence)
-    target.publish(warehouse.FOLLOWUP_RULES, later.withColumn("run_date", F.lit(run_date)),
-                   run_date=run_date, run_id=run_id)
+    with Cached() as cache:  # the rules read the first purchases four times
+        later = followup.followup_rules(
+            cache(followup.first_purchases(lines)), min_lag_days=config.followup.min_lag_days,
+            max_lag_days=config.followup.max_lag_days, min_customers=config.followup.min_customers,
+            min_confidence=config.followup.min_confidence)
+        target.publish(warehouse.FOLLOWUP_RULES, later.withColumn("run_date", F.lit(run_date)),
+                       run_date=run_date, run_id=run_id)
 
     if "product" in outcome.rules:
         product_level = outcome.mined["product"]

@@ -228,7 +228,7 @@ def test_followup_counts_customers_lift_and_median_lag(spark: SparkSession) -> N
     rows += [_line(f"C{i}-1", f"C{i}", 0, "MUG") for i in range(6, 10)]
     lines = spark.createDataFrame(rows, "order_id STRING, line_number INT, customer_id STRING, order_ts TIMESTAMP, "
                                         "product_id STRING, quantity INT, status STRING")
-    found = followup.followup_rules(lines, min_lag_days=1, max_lag_days=90, min_customers=2, min_confidence=0.0)
+    found = followup.followup_rules(followup.first_purchases(lines), min_lag_days=1, max_lag_days=90, min_customers=2, min_confidence=0.0)
     (row,) = found.collect()
     assert (row.antecedent, row.consequent, row.followup_customers, row.antecedent_customers) == ("BIKE", "KIT", 3, 5)
     assert row.customers == 9 and row.median_lag_days == 20.0

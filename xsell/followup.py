@@ -24,16 +24,16 @@ def first_purchases(order_lines: DataFrame) -> DataFrame:
     )
 
 
-def followup_rules(order_lines: DataFrame, *, min_lag_days: int, max_lag_days: int, min_customers: int,
+def followup_rules(firsts: DataFrame, *, min_lag_days: int, max_lag_days: int, min_customers: int,
                    min_confidence: float) -> DataFrame:
     """Pairs (A, B) where at least ``min_customers`` customers first bought B between ``min_lag_days``
-    and ``max_lag_days`` days (inclusive) after first buying A.
+    and ``max_lag_days`` days (inclusive) after first buying A; ``firsts`` is :func:`first_purchases`
+    (read several times below: cache it, netting runs Python on the cancelled pairs).
 
     With N the customers with any purchase, n_A those who bought A and n_AB those who followed up:
     ``support`` = n_AB / N, ``confidence`` = n_AB / n_A, ``lift`` = confidence / (n_B / N), and
     ``median_lag_days`` the median of the customers' lags (the CRM's send date).
     """
-    firsts = first_purchases(order_lines)
     product_customers = firsts.groupBy("product_id").agg(F.count("*").alias("product_customers"))
     # A product bought by fewer than min_customers customers can be in no pair: prune before the self-join.
     common = firsts.join(product_customers.filter(F.col("product_customers") >= min_customers),
