@@ -31,7 +31,7 @@ from expectations import products as product_suite
 from expectations.rules import TableSuite
 from xsell import lake, runtime, schemas, validation, warehouse
 from xsell.config import Settings
-from xsell.spark import session
+from xsell.spark import Cached, session
 
 log = logging.getLogger("xsell.validate")
 
@@ -46,15 +46,10 @@ class _Report:
     summaries: list[validation.DaySummary] = field(default_factory=list)
     pages: dict[str, str] = field(default_factory=dict)
     table: str = ""
-    cached: list[DataFrame] = field(default_factory=list)
-
-    def release(self) -> None:
-        """Drop this run's cached frames. Spark serves a cached result to any later query with the same
-        plan, so a second run over rewritten files in the same session (a notebook, ``xsell run``, the
-        tests) would otherwise see the old rows; and the memory goes back to the next run."""
-        for frame in self.cached:
-            frame.unpersist()
-        self.cached.clear()
+    #: This run's cached frames, dropped when the run ends. Spark serves a cached result to any later query
+    #: with the same plan, so a second run over rewritten files in the same session (a notebook, ``xsell
+    #: run``, the tests) would otherwise see the old rows; and the memory goes back to the next run.
+    cache: Cached = field(default_factory=Cached)
 
     def render(self) -> None:
         """Data Docs of what was validated, also when the run stops (then they show why)."""
@@ -87,19 +82,15 @@ class _Report:
                 "message": None if error is None else str(error), "data_docs": self.pages.get(table)}
 
 
-def _cached(frame: DataFrame, report: _Report) -> DataFrame:
-    report.cached.append(frame.cache())
-    return report.cached[-1]
-
-
 def _shared_keys(prepared: DataFrame, suite: TableSuite, report: _Report) -> DataFrame | None:
-    """The keys two or more rows hold, cached, or None when they are too many to broadcast."""
-    shared = _cached(validation.shared_keys(prepared, suite), report)
+    """The keys two or more rows hold, cached, or None when they are too many to broadcast. With none,
+    an empty frame Spark knows to be empty (``limit(0)``): the joins on it are then left out of the plan."""
+    shared = report.cache(validation.shared_keys(prepared, suite))
     count = shared.count()
     if count > validation.MAX_SHARED_KEYS:
         log.info("%s: %d keys held by more than one row: routing every row through one window", suite.table, count)
         return None
-    return shared
+    return shared if count else shared.limit(0)
 
 
 def _validate(spark: SparkSession, settings: Settings, days: list[validation.LandingDay], suite: TableSuite,
@@ -115,10 +106,9 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     parsed = validation.parse(raw, ddl)
     if catalogue is not None:
         parsed = validation.flag_known(parsed, catalogue, column="product_id", flag=order_suite.IN_CATALOGUE)
-    prepared = validation.prepare(parsed, suite).cache()
-    report.cached.append(prepared)
+    prepared = report.cache(validation.prepare(parsed, suite))
     shared = _shared_keys(prepared, suite, report)
-    routed = validation.route(prepared, suite, shared=shared, cache=lambda frame: _cached(frame, report))
+    routed = validation.route(prepared, suite, shared=shared, cache=report.cache)
     is_orders = suite.table == schemas.ORDER_LINES
     # Rows in are counted on the rows as read, before routing: conservation checks the routing.
     summaries = validation.summarize(prepared, routed, table=suite.table, dates=[day.date for day in days], ddl=ddl,
@@ -182,7 +172,7 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
         _record(settings, report.rows(error=error))
         raise
     finally:
-        report.release()
+        report.cache.release()
     report.render()
     _record(settings, report.rows(error=None))
     return summaries

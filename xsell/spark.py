@@ -71,5 +71,9 @@ class Cached:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Unpersist every frame cached so far (what leaving the block does)."""
         while self._frames:
             self._frames.pop().unpersist()
