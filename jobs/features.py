@@ -54,14 +54,17 @@ def read(spark: SparkSession, settings: Settings, cutoff: dt.date) -> DataFrame:
     return frame
 
 
+def compute(data: inputs.Inputs, cutoff: dt.date) -> DataFrame:
+    """The features of the consenting customers as of ``cutoff``, from lines before it (what this job
+    writes for each cutoff, and what a backtest computes for earlier ones)."""
+    profiled = data.customers.join(audience.consenting(data.customers), on="customer_id", how="left_semi")
+    return features.customer_features(data.order_lines, data.products, profiled, cutoff=cutoff,
+                                      categories=data.categories, families=data.families, regions=data.regions)
+
+
 def run(spark: SparkSession, settings: Settings, run_date: dt.date) -> None:
     data = inputs.load(spark, settings, run_date)
-    profiled = data.customers.join(audience.consenting(data.customers), on="customer_id", how="left_semi")
-    frames = [
-        features.customer_features(data.order_lines, data.products, profiled, cutoff=cutoff,
-                                   categories=data.categories, families=data.families, regions=data.regions)
-        for cutoff in cutoffs(run_date, settings.model).all
-    ]
+    frames = [compute(data, cutoff) for cutoff in cutoffs(run_date, settings.model).all]
     combined = frames[0]
     for frame in frames[1:]:
         combined = combined.unionByName(frame)

@@ -21,6 +21,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,10 +120,11 @@ def oracle_metrics(valid: DataFrame, truth: DataFrame | None, offer: offers.Offe
 
 
 def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: DataFrame, *,
-              feature_columns: list[str], truth: DataFrame | None = None) -> Fitted:
+              feature_columns: list[str], truth: DataFrame | None = None, against_champion: bool = True) -> Fitted:
     """Fit, calibrate on the out-of-time fold and score it (calibration cross-fitted), score both
-    baselines and the current champion on the same fold (Spark work only: safe to run for several offers
-    at once)."""
+    baselines and, unless ``against_champion`` is false (a backtest: the champion may have seen the
+    fold), the current champion on the same fold (Spark work only: safe to run for several offers at
+    once)."""
     import mlflow.spark
 
     started = time.perf_counter()
@@ -168,7 +170,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     oracle = oracle_metrics(valid, truth, offer)
     if oracle:
         metrics["oracle_ratio"] = metrics["roc_auc"] / oracle["oracle_roc_auc"] if oracle["oracle_roc_auc"] else 0.0
-    current = tracking.champion(offer.model_name)
+    current = tracking.champion(offer.model_name) if against_champion else None
     champion_auc = None
     if current is not None:
         try:
@@ -303,25 +305,33 @@ def truth_for(spark: SparkSession, settings: Settings, cutoff: dt.date) -> DataF
 
 def training_frames(spark: SparkSession, settings: Settings, data: inputs.Inputs, run_date: dt.date,
                     offer_list: list[offers.Offer], *, cache: Cached | None = None,
+                    features_at: Callable[[dt.date], DataFrame] | None = None,
+                    panels: dict[dt.date, DataFrame] | None = None,
                     ) -> tuple[list[tuple[offers.Offer, DataFrame, DataFrame]], list[str]]:
     """Per offer, the stacked training cutoffs and the out-of-time fold, labelled, with the rule feature;
     and the model's feature columns. The cutoffs' panels are cached, until ``cache`` is released when
-    given."""
+    given.
+
+    ``features_at`` gives the features as of a cutoff (default: the features job's, from the lake).
+    ``panels``, when given, holds panels by cutoff from an earlier call with the same offers, and is
+    filled: a cutoff's panel (labels over the horizon after it) is the same whether it trains or checks.
+    """
     cache = cache or (lambda frame: frame.cache())
+    features_at = features_at or (lambda cutoff: feature_job.read(spark, settings, cutoff))
+    panels = {} if panels is None else panels
     dates = feature_job.cutoffs(run_date, settings.model)
     horizon = dt.timedelta(days=settings.model.horizon_days)
-    panels = {}
     for cutoff in (*dates.train, dates.valid):
-        feature_frame = feature_job.read(spark, settings, cutoff)
+        if cutoff in panels:
+            continue
         rules = rules_before(data.order_lines, settings, cutoff)
-        end = dates.score if cutoff == dates.valid else cutoff + horizon
-        panels[cutoff] = cache(panel(data, feature_frame, rules, offer_list, cutoff=cutoff, end=end))
+        panels[cutoff] = cache(panel(data, features_at(cutoff), rules, offer_list, cutoff=cutoff, end=cutoff + horizon))
         # Materialised here, once: offers fitted from threads would each compute an unfilled cache again.
         log.info("training panel as of %s: %d customers", cutoff, panels[cutoff].count())
     # Windows reaching back before the first order are empty at early cutoffs: left out (see features.covered).
     first = data.order_lines.agg(F.min("date")).first()[0]
     history_days = (min(dates.train) - first).days if first is not None else 0
-    feature_columns, left_out = features.covered(features.model_columns(feature_job.read(spark, settings, dates.valid)),
+    feature_columns, left_out = features.covered(features.model_columns(features_at(dates.valid)),
                                                  history_days=history_days)
     if left_out:
         log.info("%d days of order history before the oldest training cutoff %s: left out %s", history_days,

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from conftest import postgres_database
-from jobs import basket_rules, features, score_publish, train, validate
+from jobs import backtest, basket_rules, features, score_publish, train, validate
 from xsell import generate, lake, rules, tracking, warehouse
 from xsell.config import Settings, load_settings
 
@@ -163,6 +163,48 @@ def test_every_model_run_logs_baselines_plots_signature_and_provenance(world: tu
         assert info.signature is not None and "rule_lift" in info.signature.inputs.input_names()
         history = tracking.champion_history(name)
         assert history and history[-1]["to_version"] == version.version
+
+
+def test_backtest_judges_earlier_folds_and_leaves_registry_and_lake_alone(world: tuple[Settings, str],
+                                                                         spark: SparkSession) -> None:
+    import mlflow
+
+    settings, _ = world
+    offer_id, name = "cross-sell:bike_care", "xsell_cross_sell_bike_care"
+    tracking.configure(settings)
+    client = mlflow.MlflowClient()
+    champion = tracking.champion(name)
+    versions = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    feature_files = {path: path.stat().st_mtime_ns for path in (settings.lake / "features").rglob("*.parquet")}
+
+    table = backtest.run(spark, settings, RUN_DATE, folds=2, run_id="backtest", only=[offer_id])
+
+    horizon = dt.timedelta(days=settings.model.horizon_days)
+    end = RUN_DATE + dt.timedelta(days=1)
+    assert list(table.offer_id) == [offer_id] * 2
+    assert list(table.fold_cutoff) == [end - horizon, end - 2 * horizon]
+    for fold, train_cutoffs in zip(table.fold_cutoff, table.train_cutoffs):
+        # Every training label window ends before its fold's starts.
+        assert all(dt.date.fromisoformat(c) + horizon <= fold for c in train_cutoffs.split(","))
+    assert (table.status == "fitted").all()
+    assert table[["roc_auc", "pr_auc", "brier", "popularity_roc_auc", "rule_roc_auc"]].stack().between(0, 1).all()
+    assert (table.fold_positives > 0).all() and (table.train_positives > 0).all()
+    # Fold 0 is the nightly training's own fold: the same customers and adopters as the champion was judged on.
+    logged = client.get_run(champion.run_id).data.metrics
+    assert (table.fold_rows[0], table.fold_positives[0]) == (logged["rows"], logged["positives"])
+    assert table.roc_auc[0] == pytest.approx(logged["roc_auc"], abs=0.02)
+    # The older fold has its own customers and adopters.
+    assert (table.fold_rows[1], table.fold_positives[1]) != (table.fold_rows[0], table.fold_positives[0])
+
+    assert tracking.champion(name).version == champion.version
+    assert sorted(v.version for v in client.search_model_versions(f"name = '{name}'")) == versions
+    assert {path: path.stat().st_mtime_ns for path in (settings.lake / "features").rglob("*.parquet")} == feature_files
+    runs = mlflow.search_runs(experiment_names=[settings.mlflow.experiment],
+                              filter_string=f"tags.`{backtest.KIND_TAG}` = 'backtest'")
+    assert len(runs) == 1
+    logged_folds = client.load_table(runs.experiment_id[0], backtest.FOLDS_TABLE, run_ids=[runs.run_id[0]])
+    assert list(logged_folds.roc_auc) == pytest.approx(list(table.roc_auc))
+    assert runs[f"metrics.{offer_id.replace(':', '/')}/roc_auc_mean"][0] == pytest.approx(table.roc_auc.mean())
 
 
 def test_rerun_of_the_date_publishes_the_same_audience(world: tuple[Settings, str], spark: SparkSession) -> None:
