@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
@@ -32,7 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs import features as feature_job
 from jobs import train
 from xsell import inputs, runtime, tracking
-from xsell.config import Settings
+from xsell.config import ConfigError, Settings
 from xsell.spark import Cached, session
 
 log = logging.getLogger("xsell.backtest")
@@ -90,6 +89,10 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, folds: in
         raise ValueError(f"folds must be 1 or more, not {folds}")
     experiment_id = tracking.configure(settings)
     data = inputs.load(spark, settings, run_date)
+    unknown = sorted(set(only or ()) - {offer.offer_id for offer in data.offers})
+    if unknown:
+        raise ConfigError(f"backtest: no configured offer {', '.join(unknown)} (offers: "
+                          f"{', '.join(offer.offer_id for offer in data.offers)})")
     offer_list = [offer for offer in data.offers if not only or offer.offer_id in only]
     rows = []
     with Cached() as cache:
@@ -102,11 +105,11 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, folds: in
                 spark, settings, data, as_of, offer_list, cache=cache, panels=panels,
                 features_at=lambda cutoff: feature_job.compute(data, cutoff))
             truth = train.truth_for(spark, settings, dates.valid)
-            with ThreadPoolExecutor(max_workers=settings.model.parallel_offers) as pool:
-                fitted = list(pool.map(lambda item: train.fit_offer(
-                    settings, *item, feature_columns=feature_columns, truth=truth, against_champion=False), work))
-            rows += [fold_row(as_of, dates, item) for item in fitted]
-            for row in rows[-len(fitted):]:
+            fitted = train.fit_offers(settings, work, feature_columns=feature_columns, truth=truth,
+                                      against_champion=False)
+            fold = [fold_row(as_of, dates, item) for item in fitted]
+            rows += fold
+            for row in fold:
                 log.info("fold %s, %s: %s%s", row["fold_cutoff"], row["offer_id"], row["status"],
                          f", roc_auc {row['roc_auc']:.3f} (popularity {row['popularity_roc_auc']:.3f}, rule "
                          f"{row['rule_roc_auc']:.3f})" if row["status"] == "fitted" else "")

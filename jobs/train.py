@@ -198,6 +198,18 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     return result
 
 
+def fit_offers(settings: Settings, work: list[tuple[offers.Offer, DataFrame, DataFrame]], *,
+               feature_columns: list[str], truth: DataFrame | None, against_champion: bool = True) -> list[Fitted]:
+    """:func:`fit_offer` for every offer of :func:`training_frames`' ``work``, in its order.
+
+    Each offer's data is small: a Spark job per LBFGS iteration is bound by latency, not by the cores,
+    so several offers are fitted at once from threads (Spark schedules jobs from threads concurrently).
+    """
+    with ThreadPoolExecutor(max_workers=settings.model.parallel_offers) as pool:
+        return list(pool.map(lambda item: fit_offer(settings, *item, feature_columns=feature_columns, truth=truth,
+                                                    against_champion=against_champion), work))
+
+
 BASELINE_METRICS = ("roc_auc", "pr_auc", "brier", "lift_top_decile", "capture_top_decile")
 
 
@@ -403,12 +415,7 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, run_id: s
             cache(frame)
         work, feature_columns = training_frames(spark, settings, data, run_date, chosen, cache=cache)
         truth = truth_for(spark, settings, feature_job.cutoffs(run_date, settings.model).valid)
-        # Each offer's data is small: a Spark job per LBFGS iteration is bound by latency, not by the
-        # cores, so several offers are fitted at once from threads (Spark schedules jobs from threads
-        # concurrently).
-        with ThreadPoolExecutor(max_workers=settings.model.parallel_offers) as pool:
-            fitted = list(pool.map(lambda item: fit_offer(settings, item[0], item[1], item[2],
-                                                          feature_columns=feature_columns, truth=truth), work))
+        fitted = fit_offers(settings, work, feature_columns=feature_columns, truth=truth)
     results = [log_offer(settings, item, run_date=run_date, run_id=run_id, experiment_id=experiment_id,
                          feature_columns=feature_columns) for item in fitted]
     return results + skipped

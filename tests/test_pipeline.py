@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from conftest import postgres_database
 from jobs import backtest, basket_rules, features, score_publish, train, validate
 from xsell import generate, lake, rules, tracking, warehouse
-from xsell.config import Settings, load_settings
+from xsell.config import ConfigError, Settings, load_settings
 
 START, RUN_DATE = dt.date(2025, 1, 1), dt.date(2025, 6, 30)
 OFFERS = [
@@ -202,6 +202,8 @@ def test_backtest_judges_earlier_folds_and_leaves_registry_and_lake_alone(world:
     runs = mlflow.search_runs(experiment_names=[settings.mlflow.experiment],
                               filter_string=f"tags.`{backtest.KIND_TAG}` = 'backtest'")
     assert len(runs) == 1
+    with pytest.raises(ConfigError, match="no configured offer cross-sell:nothing"):
+        backtest.run(spark, settings, RUN_DATE, folds=1, run_id="backtest", only=["cross-sell:nothing"])
     logged_folds = client.load_table(runs.experiment_id[0], backtest.FOLDS_TABLE, run_ids=[runs.run_id[0]])
     assert list(logged_folds.roc_auc) == pytest.approx(list(table.roc_auc))
     assert runs[f"metrics.{offer_id.replace(':', '/')}/roc_auc_mean"][0] == pytest.approx(table.roc_auc.mean())
