@@ -48,9 +48,12 @@ def fold_dates(run_date: dt.date, horizon_days: int, folds: int) -> list[dt.date
     return [run_date - dt.timedelta(days=k * horizon_days) for k in range(folds)]
 
 
-def fold_row(as_of: dt.date, dates: feature_job.Cutoffs, fitted: train.Fitted) -> dict:
-    """One offer's outcome on the fold of run date ``as_of``."""
+def fold_row(as_of: dt.date, dates: feature_job.Cutoffs, fitted: train.Fitted, panel_customers: list[int]) -> dict:
+    """One offer's outcome on the fold of run date ``as_of``; ``panel_customers`` counts the customers of
+    each training cutoff's panel, in the order of ``train_cutoffs`` (a cutoff with none adds nothing to the
+    training rows, and says so here)."""
     row = {"run_date": as_of, "fold_cutoff": dates.valid, "train_cutoffs": ",".join(map(str, dates.train)),
+           "train_panel_customers": ",".join(map(str, panel_customers)),
            "offer_id": fitted.offer.offer_id, "train_rows": fitted.train_rows, "train_positives": fitted.positives}
     if fitted.model is None:
         return {**row, "status": "skipped: too few positives", "fold_positives": fitted.valid_positives}
@@ -107,7 +110,8 @@ def run(spark: SparkSession, settings: Settings, run_date: dt.date, *, folds: in
             truth = train.truth_for(spark, settings, dates.valid)
             fitted = train.fit_offers(settings, work, feature_columns=feature_columns, truth=truth,
                                       against_champion=False)
-            fold = [fold_row(as_of, dates, item) for item in fitted]
+            sizes = [panels[cutoff].count() for cutoff in dates.train]  # cached: counted again for free
+            fold = [fold_row(as_of, dates, item, sizes) for item in fitted]
             rows += fold
             for row in fold:
                 log.info("fold %s, %s: %s%s", row["fold_cutoff"], row["offer_id"], row["status"],

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyspark.ml import PipelineModel
+from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -137,6 +138,36 @@ def test_an_unknown_calibration_is_refused(folds) -> None:
     _, valid, fitted = folds
     with pytest.raises(ValueError, match="unknown calibration"):
         model.calibrator(fitted, valid, method="beta")
+
+
+def test_platt_scaling_on_the_driver_equals_sparks_bounded_logistic_regression(spark: SparkSession, folds) -> None:
+    """The driver's fit is the maximum-likelihood fit Spark's own logistic regression finds on the same
+    margins (slope bounded at zero, no regularisation), and the stage scores with exactly its formula."""
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import VectorSlicer
+    from pyspark.ml.linalg import Matrices
+
+    _, valid, fitted = folds
+    margins = VectorSlicer(inputCol="rawPrediction", outputCol="margin", indices=[1]).transform(
+        fitted.transform(valid)).select("customer_id", "margin", "label")
+    reference = LogisticRegression(featuresCol="margin", labelCol="label", regParam=0.0, maxIter=100, tol=1e-10,
+                                   lowerBoundsOnCoefficients=Matrices.dense(1, 1, [0.0])).fit(margins)
+    (platt,) = model.calibrator(fitted, valid, method="platt")
+    slope, intercept = platt.getOrDefault(platt.slope), platt.getOrDefault(platt.intercept)
+    assert slope == pytest.approx(reference.coefficients[0], rel=1e-3)
+    assert intercept == pytest.approx(reference.intercept, rel=1e-3)
+    # Spark's bounded solver stops a little earlier: the driver's fit is at least as likely.
+    pairs = margins.select(vector_to_array("margin")[0].alias("x"), "label").toPandas()
+
+    def log_loss(a: float, b: float) -> float:
+        z = a * pairs.x.to_numpy() + b
+        return float(np.mean(np.logaddexp(0.0, z) - pairs.label.to_numpy() * z))
+
+    assert log_loss(slope, intercept) <= log_loss(reference.coefficients[0], reference.intercept) + 1e-12
+    ours = model.score(model.with_calibration(fitted, [platt]), valid).select("customer_id", model.SCORE)
+    theirs = reference.transform(margins).select("customer_id", vector_to_array("probability")[1].alias("p"))
+    gap = ours.join(theirs, "customer_id").agg(F.max(F.abs(F.col(model.SCORE) - F.col("p")))).first()[0]
+    assert gap < 1e-3
 
 
 def test_platt_scaling_never_turns_a_ranking_upside_down(spark: SparkSession, folds) -> None:

@@ -183,9 +183,14 @@ def test_backtest_judges_earlier_folds_and_leaves_registry_and_lake_alone(world:
     end = RUN_DATE + dt.timedelta(days=1)
     assert list(table.offer_id) == [offer_id] * 2
     assert list(table.fold_cutoff) == [end - horizon, end - 2 * horizon]
-    for fold, train_cutoffs in zip(table.fold_cutoff, table.train_cutoffs):
+    for fold, train_cutoffs, customers in zip(table.fold_cutoff, table.train_cutoffs, table.train_panel_customers):
         # Every training label window ends before its fold's starts.
         assert all(dt.date.fromisoformat(c) + horizon <= fold for c in train_cutoffs.split(","))
+        # Every training cutoff contributes customers, also the older fold's oldest, whose features the
+        # nightly never computed (the lake has no partition for it): the backtest computes its own.
+        assert len(customers.split(",")) == len(train_cutoffs.split(",")) and all(int(n) > 0 for n in customers.split(","))
+    oldest = min(dt.date.fromisoformat(c) for c in table.train_cutoffs[1].split(","))
+    assert not (settings.lake / "features" / f"cutoff={oldest}").exists()
     assert (table.status == "fitted").all()
     assert table[["roc_auc", "pr_auc", "brier", "popularity_roc_auc", "rule_roc_auc"]].stack().between(0, 1).all()
     assert (table.fold_positives > 0).all() and (table.train_positives > 0).all()
