@@ -79,6 +79,7 @@ def test_nightly_run_through_airflow_publishes_and_a_bad_day_stops_it(spark: Spa
           - {offer_id: "up-sell:laptop", offer_type: up-sell, target: laptop}
         # Orchestration is under test here, not the model: one training cutoff and 10 iterations keep it short.
         model: {train_cutoffs: 1, max_iter: 10}
+        validation: {data_docs: true}  # as in production
     """))
     generate.generate(home / "landing", home / "truth", generate.WorldSpec(customers=800, start=start, end=run_date, seed=5),
                       log=lambda _: None)
@@ -119,12 +120,15 @@ def test_nightly_run_through_airflow_publishes_and_a_bad_day_stops_it(spark: Spa
         published = {row[0] for row in db.execute("SELECT customer_id FROM main.audiences").fetchall()}
         checks = db.execute("SELECT source, check_name, offer_id, breach FROM main.monitoring WHERE run_date = ?",
                             [run_date]).fetchall()
+        docs = db.execute("SELECT DISTINCT data_docs FROM main.validation_runs WHERE run_date = ? AND status = 'passed'",
+                          [run_date]).fetchall()
     assert sorted(o[0] for o in offers) == ["cross-sell:bike_care", "up-sell:laptop"]
     # measure wrote the feature PSI, score_publish each offer's score PSI, and check passed them all.
     assert {(source, check) for source, check, _, _ in checks} == {("measure", "psi_feature"), ("score_publish", "psi_score")}
     assert {offer for _, check, offer, _ in checks if check == "psi_score"} == {"cross-sell:bike_care", "up-sell:laptop"}
     assert not any(breach for *_, breach in checks)
     assert doubled == 0 and rules > 0
+    assert len(docs) == 3 and all(Path(page).is_file() for (page,) in docs), "Data Docs for each table"
     snapshot = next((home / "landing" / "customers" / f"date={run_date}").glob("*.csv")).read_text().splitlines()
     opted_out = {line.split(",")[0] for line in snapshot[1:] if line.split(",")[3] == "false"}
     assert opted_out and not opted_out & published

@@ -170,6 +170,27 @@ def test_platt_scaling_on_the_driver_equals_sparks_bounded_logistic_regression(s
     assert gap < 1e-3
 
 
+def test_a_champion_calibrated_by_sparks_logistic_regression_still_scores(folds) -> None:
+    """Champions registered before the driver's Platt fit carry a Spark logistic regression on the margin:
+    they score as they did, with its probability."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import VectorSlicer
+
+    _, valid, fitted = folds
+    old_stages = Pipeline(stages=[
+        VectorSlicer(inputCol="rawPrediction", outputCol="calibration_margin", indices=[1]),
+        LogisticRegression(featuresCol="calibration_margin", labelCol="label", rawPredictionCol="calibrated_raw",
+                           probabilityCol=model.PLATT_PROBABILITY, predictionCol="calibrated_prediction"),
+    ]).fit(fitted.transform(valid)).stages
+    old = model.with_calibration(fitted, old_stages)
+    new = model.with_calibration(fitted, model.calibrator(fitted, valid, method="platt"))
+    both = (model.score(old, valid).select("customer_id", F.col(model.SCORE).alias("old"))
+            .join(model.score(new, valid).select("customer_id", model.SCORE), "customer_id"))
+    assert set(model.score(old, valid).columns) == set(valid.columns) | {model.SCORE}
+    assert both.agg(F.max(F.abs(F.col("old") - F.col(model.SCORE)))).first()[0] < 1e-3
+
+
 def test_platt_scaling_never_turns_a_ranking_upside_down(spark: SparkSession, folds) -> None:
     """On a fold where the classifier ranks backwards, the calibrated model ranks no one (slope >= 0)."""
     _, _, fitted = folds

@@ -227,6 +227,7 @@ def test_volume_is_judged_only_with_enough_history_and_rows() -> None:
 
 
 def test_a_passed_run_leaves_data_docs_and_one_row_per_table(spark: SparkSession, settings: Settings) -> None:
+    settings = settings.model_copy(update={"validation": settings.validation.model_copy(update={"data_docs": True})})
     land(settings.landing, DAY, GOOD)
     validate.run(spark, settings, DAY, run_id="r1")
     rows = runs(settings)
