@@ -24,7 +24,7 @@ from xsell.config import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-START, RUN_DATE = dt.date(2025, 1, 1), dt.date(2025, 2, 28)
+START, RUN_DATE = dt.date(2025, 1, 1), dt.date(2025, 1, 31)
 
 
 def free_port() -> int:
