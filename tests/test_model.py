@@ -140,7 +140,7 @@ def test_an_unknown_calibration_is_refused(folds) -> None:
         model.calibrator(fitted, valid, method="beta")
 
 
-def test_platt_scaling_on_the_driver_equals_sparks_bounded_logistic_regression(spark: SparkSession, folds) -> None:
+def test_platt_scaling_on_the_driver_equals_sparks_bounded_logistic_regression(folds) -> None:
     """The driver's fit is the maximum-likelihood fit Spark's own logistic regression finds on the same
     margins (slope bounded at zero, no regularisation), and the stage scores with exactly its formula."""
     from pyspark.ml.classification import LogisticRegression

@@ -148,17 +148,18 @@ def calibrator(fitted: PipelineModel, fold: DataFrame, *, method: str) -> list:
     if method not in ("platt", "isotonic"):
         raise ValueError(f"unknown calibration {method!r}: one of {', '.join(CALIBRATIONS)}")
     scored = fitted.transform(fold)
-    if method == "platt":
-        pairs = scored.select(vector_to_array("rawPrediction")[1].alias("margin"), F.col(LABEL)).toPandas()
-        classes = set(pairs[LABEL].unique())
-    else:
-        classes = {row[0] for row in fold.select(LABEL).distinct().collect()}
+    if method == "isotonic":
+        _require_both_classes({row[0] for row in fold.select(LABEL).distinct().collect()})
+        return [IsotonicRegression(featuresCol="probability", featureIndex=1, labelCol=LABEL,
+                                   predictionCol=ISOTONIC_SCORE).fit(scored)]
+    pairs = scored.select(vector_to_array("rawPrediction")[1].alias("margin"), F.col(LABEL)).toPandas()
+    _require_both_classes(set(pairs[LABEL].unique()))
+    return [fit_platt(pairs["margin"].to_numpy(), pairs[LABEL].to_numpy())]
+
+
+def _require_both_classes(classes: set[float]) -> None:
     if classes != {0.0, 1.0}:
         raise ValueError(f"calibration needs adopters and non-adopters in its fold; it has labels {sorted(classes)}")
-    if method == "platt":
-        return [fit_platt(pairs["margin"].to_numpy(), pairs[LABEL].to_numpy())]
-    return [IsotonicRegression(featuresCol="probability", featureIndex=1, labelCol=LABEL,
-                               predictionCol=ISOTONIC_SCORE).fit(scored)]
 
 
 def cross_calibrated(fitted: PipelineModel, fold: DataFrame, *, method: str) -> DataFrame:
