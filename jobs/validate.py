@@ -108,11 +108,12 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
         parsed = validation.flag_known(parsed, catalogue, column="product_id", flag=order_suite.IN_CATALOGUE)
     prepared = report.cache(validation.prepare(parsed, suite))
     shared = _shared_keys(prepared, suite, report)
-    routed = validation.route(prepared, suite, shared=shared, cache=report.cache)
+    routed, may_share = validation.route(prepared, suite, shared=shared, cache=report.cache)
     is_orders = suite.table == schemas.ORDER_LINES
-    # Rows in are counted on the rows as read, before routing: conservation checks the routing.
-    summaries = validation.summarize(prepared, routed, table=suite.table, dates=[day.date for day in days], ddl=ddl,
-                                     guest_column="customer_id" if is_orders else None)
+    # One aggregation gives the counts and the day profile GX judges; rows in are counted on the rows as
+    # read, before routing: conservation checks the routing.
+    counts = validation.count_outcomes(routed, suite, ddl=ddl, guest_column="customer_id" if is_orders else None)
+    summaries = validation.summarize(prepared, counts, suite, dates=[day.date for day in days], ddl=ddl)
     validation.check_parsable(parsed, summaries, ddl)
     if history is not None:
         summaries = validation.with_volume(summaries, history, trailing_days=rules.volume.trailing_days,
@@ -122,12 +123,11 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     validation.check_gates(summaries, min_rows=suite.min_rows, max_quarantine_rate=rules.max_quarantine_rate,
                            max_guest_rate=rules.max_guest_rate if is_orders else None)
     validation.check_volume(summaries, min_ratio=rules.volume.min_ratio, max_ratio=rules.volume.max_ratio)
-    kept = validation.kept_rows(routed, suite)
-    # Keys are checked again among the rows kept where the census found them held twice; any other key has
-    # one row in all.
-    report.suites.validate(kept, suite, what=f"{suite.table} {days[0].date}..{days[-1].date}",
-                           may_share=None if shared is None else validation.holding(kept, shared, suite))
-    return kept, validation.quarantine_rows(routed, suite, run_id=report.run_id)
+    # A key can be held twice among the rows kept only where the census found it held twice.
+    repeated = validation.key_duplicates(validation.kept_rows(may_share, suite), suite)
+    report.suites.judge(validation.profile(counts, suite, repeated), suite,
+                        what=f"{suite.table} {days[0].date}..{days[-1].date}")
+    return validation.kept_rows(routed, suite), validation.quarantine_rows(routed, suite, run_id=report.run_id)
 
 
 def _order_days(settings: Settings, run_date: dt.date, since: dt.date | None) -> list[validation.LandingDay]:
