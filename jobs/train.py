@@ -128,13 +128,16 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     import mlflow.spark
 
     started = time.perf_counter()
-    train = model.with_balanced_weights(train).cache()
-    positives = train.filter(F.col(model.LABEL) == 1.0).count()
-    rows = train.count()
-    valid_positives = valid.filter(F.col(model.LABEL) == 1.0).count()
+    # One job fills the cache and counts the classes (weighting, then caching, then counting twice took
+    # three passes over the fold).
+    cached = train.cache()
+    counts = model.class_counts(cached)
+    positives, rows = counts.get(1.0, 0), sum(counts.values())
+    train = model.with_balanced_weights(cached, counts)
+    valid_positives = model.class_counts(valid).get(1.0, 0)
     if positives < settings.model.min_positive_labels or valid_positives < settings.model.min_positive_labels:
         # Too few adopters to fit, or to calibrate and judge out of time: the champion, if any, stays.
-        train.unpersist()
+        cached.unpersist()
         valid.unpersist()
         return Fitted(offer, None, {}, {}, None, rows, positives, valid_positives=valid_positives)
     feature_columns = offers.model_features(offer, feature_columns, up_sell_scope=settings.model.up_sell_features)
@@ -190,7 +193,7 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
         example=valid.select(*feature_columns).limit(5).toPandas(), oracle=oracle, score_reference=score_reference,
         features=feature_columns,
     )
-    train.unpersist()
+    cached.unpersist()
     valid.unpersist()
     scored.unpersist()
     honest.unpersist()

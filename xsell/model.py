@@ -77,9 +77,15 @@ def classifier(model: PipelineModel) -> ClassificationModel:
     return model.stages[_index(model, ClassificationModel)]
 
 
-def with_balanced_weights(frame: DataFrame) -> DataFrame:
-    """Weights so that positives and negatives count equally (an action: it counts the classes)."""
-    counts = {row[LABEL]: row["n"] for row in frame.groupBy(LABEL).agg(F.count("*").alias("n")).collect()}
+def class_counts(frame: DataFrame) -> dict[float, int]:
+    """Rows per label (one job)."""
+    return {row[LABEL]: row["n"] for row in frame.groupBy(LABEL).agg(F.count("*").alias("n")).collect()}
+
+
+def with_balanced_weights(frame: DataFrame, counts: dict[float, int] | None = None) -> DataFrame:
+    """Weights so that positives and negatives count equally; without the :func:`class_counts` of
+    ``frame``, an action counts them."""
+    counts = class_counts(frame) if counts is None else counts
     total = sum(counts.values())
     weights = {label: total / (2.0 * n) for label, n in counts.items()}
     weight = F.when(F.col(LABEL) == 1.0, weights.get(1.0, 1.0)).otherwise(weights.get(0.0, 1.0))
