@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -14,7 +15,7 @@ from pyspark.testing import assertDataFrameEqual
 from conftest import ORDER_COLUMNS, land, order_line, write_csv
 from expectations import order_lines as order_suite
 from jobs import validate
-from xsell import lake, validation
+from xsell import lake, schemas, validation
 from xsell.config import Settings
 
 DAY = dt.date(2025, 3, 3)
@@ -77,6 +78,40 @@ def test_census_routing_equals_one_window_over_every_row(spark: SparkSession, se
     assert orders.by_rule == {"known:product_id": 1, "range:quantity": 1, "interval:order_ts": 1, "range:unit_price": 1,
                               "unique:order_id+line_number": 2, "not_null:order_id": 2}
     assert orders.excluded_by_reason == {"duplicate": 2}
+
+
+def test_the_counts_and_profile_of_one_aggregation_equal_those_of_the_rows_kept(spark: SparkSession,
+                                                                                settings: Settings) -> None:
+    # The job counts outcomes and builds GX's day profile in one aggregation by date and routing code;
+    # the profile must be what the reference, an aggregation over the rows kept, gives.
+    lines = dirty_day() + [order_line("O9", 1, None, DAY, "P2"), order_line("O9", 2, "C1", DAY, "P1", quantity=0)]
+    land(settings.landing, DAY, lines)
+    suite = order_suite.suite(currencies=settings.validation.currencies)
+    raw = validation.read_raw(spark, [validation.landing_day(settings.landing, "order_lines", DAY)], suite.columns)
+    parsed = validation.parse(raw, schemas.ORDER_LINES_DDL)
+    catalogue = spark.createDataFrame([(f"P{i}",) for i in range(1, 5)], "product_id STRING")
+    prepared = validation.prepare(validation.flag_known(parsed, catalogue, column="product_id",
+                                                        flag=order_suite.IN_CATALOGUE), suite).cache()
+    shared = validation.shared_keys(prepared, suite).cache()
+    routed, may_share = validation.route(prepared, suite, shared=shared)
+    counts = validation.count_outcomes(routed, suite, ddl=schemas.ORDER_LINES_DDL, guest_column="customer_id")
+    kept = validation.kept_rows(routed, suite)
+    repeated = validation.key_duplicates(validation.kept_rows(may_share, suite), suite)
+    found = validation.profile(counts, suite, repeated)
+    reference = validation.day_profile(kept, suite)
+    assert list(found.columns) == list(reference.columns)
+    pd.testing.assert_frame_equal(found, reference, check_dtype=False)
+    assert found.loc[0, "rows"] == 5 and found.loc[0, "quantity__zeros"] == 0 and found.loc[0, "key_duplicates"] == 0
+    [day] = validation.summarize(prepared, counts, suite, dates=[DAY], ddl=schemas.ORDER_LINES_DDL)
+    assert (day.rows_in, day.rows_valid, day.rows_quarantined, day.rows_excluded, day.rows_guest) == (13, 5, 7, 1, 2)
+    assert day.by_rule["range:quantity"] == 2 and day.excluded_by_reason == {"duplicate": 1}
+    stored = validation.quarantine_rows(routed, suite, run_id="r1").collect()
+    assert sorted((json.loads(row.record)["order_id"], row.rule_id) for row in stored)[-2:] == [
+        ("O8", "unique:order_id+line_number"), ("O9", "range:quantity")]
+    assert {row.reason for row in stored if row.rule_id == "range:quantity"} == {
+        "quantity is zero, or negative on a completed line"}
+    prepared.unpersist()
+    shared.unpersist()
 
 
 def test_the_profile_judged_by_gx_names_the_measure_and_the_value(spark: SparkSession) -> None:
