@@ -69,6 +69,22 @@ def test_cancellations_take_back_the_latest_earlier_sales_first(spark: SparkSess
     assertDataFrameEqual(result, expected)
 
 
+def test_pairs_netted_side_by_side_do_not_take_back_each_others_sales(spark: SparkSession) -> None:
+    # Forty customers with the same history, in few partitions: each pair's cancellations take back its own
+    # sales only, whichever pairs share a partition. C2 also returns more P1 than it bought before day 1.
+    pattern = [("O1", 0, "P1", 3, "completed"), ("O2", 1, "P1", 2, "completed"), ("R1", 2, "P1", -3, "returned"),
+               ("O3", 0, "P2", 1, "completed"), ("R2", 1, "P2", -1, "cancelled"), ("O4", 3, "P1", 1, "completed")]
+    rows = [(f"{order}-{n}", f"C{n}", day, product, quantity, status)
+            for n in range(40) for order, day, product, quantity, status in pattern]
+    rows += [("O9", "C2", 0, "P1", 1, "completed"), ("R9", "C2", 1, "P1", -9, "returned")]
+    result = baskets.net_sales(lines(spark, rows)).select("customer_id", "order_id", "product_id", "quantity")
+    expected = [(f"C{n}", f"{order}-{n}", "P1", quantity) for n in range(40) if n != 2
+                for order, quantity in (("O1", 2), ("O4", 1))]
+    expected += [("C2", "O4-2", "P1", 1)]
+    assertDataFrameEqual(result, spark.createDataFrame(expected, "customer_id STRING, order_id STRING, "
+                                                                 "product_id STRING, quantity INT"))
+
+
 def test_giant_baskets_are_left_out(spark: SparkSession) -> None:
     frame = lines(spark, [("O1", "C1", 0, p, 1, "completed") for p in ("P1", "P2", "P3")] + [("O2", "C1", 0, "P4", 1, "completed")])
     assert [r.order_id for r in baskets.build_baskets(frame, max_items=2).collect()] == ["O2"]

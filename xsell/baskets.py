@@ -7,6 +7,8 @@ later (:func:`net_sales`). Orders whose every line is cancelled yield no basket.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 
 from pyspark.sql import Column, DataFrame
@@ -28,27 +30,41 @@ def cancellation() -> Column:
 _KEY = ["customer_id", "product_id"]
 
 
-def _take_back_latest_first(events: pd.DataFrame) -> pd.DataFrame:
-    """One customer's sales and cancellations of one product, in time order: each cancellation takes
-    back the most recent earlier sales first (a cancellation follows the order it cancels)."""
-    events = events.sort_values(["order_ts", "_is_cancel", "order_id", "line_number"], kind="stable")
-    remaining = events["quantity"].where(events["_is_cancel"] == 0, 0).astype("int64").to_numpy().copy()
+_ORDER = ["order_ts", "_is_cancel", "order_id", "line_number"]
+
+
+def _take_back_latest_first(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The sales of the (customer, product) pairs of one partition, net of their cancellations: in each
+    pair's time order, a cancellation takes back the most recent earlier sales first (a cancellation
+    follows the order it cancels); whatever it has left cancels a sale older than the lines given.
+
+    One pass over the partition's rows, sorted by pair then time. A Python call per pair (Spark's
+    ``applyInPandas``) made the netting of a 100k-customer world's 1.1M lines take 70 s; this takes 17 s,
+    with the same lines out."""
+    frames = [frame for frame in batches if not frame.empty]
+    if not frames:
+        return
+    events = pd.concat(frames, ignore_index=True)
+    events = events.sort_values([*_KEY, *_ORDER], kind="stable", ignore_index=True)
+    customer, product = events["customer_id"].to_numpy(), events["product_id"].to_numpy()
+    is_cancel, quantity = events["_is_cancel"].to_numpy(), events["quantity"].to_numpy()
+    remaining = (quantity * (is_cancel == 0)).astype("int64")
     open_sales: list[int] = []
-    for position, (is_cancel, quantity) in enumerate(zip(events["_is_cancel"], events["quantity"])):
-        if not is_cancel:
+    for position in range(len(events)):
+        if position and (customer[position] != customer[position - 1] or product[position] != product[position - 1]):
+            open_sales = []
+        if not is_cancel[position]:
             open_sales.append(position)
             continue
-        to_take = -int(quantity)
+        to_take = -int(quantity[position])
         while to_take > 0 and open_sales:
             latest = open_sales[-1]
-            taken = min(to_take, remaining[latest])
+            taken = min(to_take, int(remaining[latest]))
             remaining[latest] -= taken
             to_take -= taken
             if remaining[latest] == 0:
                 open_sales.pop()
-        # Whatever is left cancels a sale older than the lines given (before the window): nothing to net.
-    sales = events.assign(quantity=remaining)[events["_is_cancel"] == 0]
-    return sales.drop(columns="_is_cancel")
+    yield events.assign(quantity=remaining)[is_cancel == 0].drop(columns="_is_cancel")
 
 
 def net_sales(order_lines: DataFrame) -> DataFrame:
@@ -58,7 +74,7 @@ def net_sales(order_lines: DataFrame) -> DataFrame:
     A cancellation or return (its own order, a negative quantity, the same customer and product) takes
     back that customer's most recent earlier sales of the product. Lines of guests cannot be matched and
     are not netted. Only the lines given are used: netting as of a cutoff never sees later returns.
-    Only the (few) customer-product pairs with a cancellation go through Python.
+    Only the lines of the (few) customer-product pairs with a cancellation go through Python.
     """
     columns = order_lines.columns
     sales = order_lines.filter(sold())
@@ -69,7 +85,7 @@ def net_sales(order_lines: DataFrame) -> DataFrame:
         sales.join(touched, on=_KEY, how="left_semi").withColumn("_is_cancel", F.lit(0))
         .unionByName(cancels.withColumn("_is_cancel", F.lit(1)))
     )
-    netted = events.groupBy(*_KEY).applyInPandas(_take_back_latest_first, schema=sales.schema)
+    netted = events.repartition(*_KEY).mapInPandas(_take_back_latest_first, schema=sales.schema)
     return untouched.unionByName(netted.filter(F.col("quantity") > 0)).select(*columns)
 
 
