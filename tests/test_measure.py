@@ -76,6 +76,21 @@ def test_psi_is_zero_for_the_same_population_and_large_for_a_shifted_one(spark: 
     assert sum(measure.histogram(reference, "orders", splits)) == 4000
 
 
+def test_edges_and_histogram_on_the_driver_bin_as_sparks_bucketizer(spark: SparkSession) -> None:
+    """Scores judged on the driver at training and in Spark at scoring fall in the same bins: values on
+    the edges, ties, infinities and NaN included."""
+    rng = np.random.default_rng(2)
+    values = np.r_[rng.integers(0, 7, 500) / 6.0, [np.inf, -np.inf, np.nan, 0.5, 1.0]]
+    splits = measure.edges_of(values[np.isfinite(values)], bins=10)
+    assert splits[0] == -np.inf and splits[-1] == np.inf and splits == sorted(set(splits))
+    assert set(splits[1:-1]) <= set(values), "each cut is one of the values"
+    frame = spark.createDataFrame([(float(v),) for v in values], ["score"])
+    assert measure.histogram_of(values, splits) == measure.histogram(frame, "score", splits)
+    assert measure.histogram_of(values, splits)[-1] == 1, "NaN in its own bin"
+    below = sum(1 for v in values if v < splits[3])
+    assert sum(measure.histogram_of(values, splits)[:3]) == below
+
+
 def test_psi_matches_its_formula() -> None:
     assert measure.psi([50, 50], [50, 50]) == 0.0
     assert measure.psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(0.25 * np.log(0.5) * -1 + 0.25 * np.log(1.5))

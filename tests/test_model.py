@@ -53,10 +53,9 @@ def test_balanced_weights_inflate_scores_and_calibration_brings_them_back(folds)
     raw = model.score(fitted, valid).agg(F.avg(model.SCORE)).first()[0]
     assert raw > 3 * base_rate, "balanced class weights push the raw probabilities towards 1/2"
     for method in ("platt", "isotonic"):
-        scored = model.cross_calibrated(fitted, valid, method=method)
-        mean = scored.agg(F.avg(model.SCORE)).first()[0]
-        assert mean == pytest.approx(base_rate, abs=0.01), method
-        assert scored.count() == valid.count()
+        honest = model.cross_calibrated(fitted, valid, method=method)
+        assert honest.mean() == pytest.approx(base_rate, abs=0.01), method
+        assert len(honest) == valid.count()
 
 
 def test_platt_scaling_keeps_the_ranking_and_improves_the_brier_score(folds) -> None:
@@ -209,9 +208,27 @@ def test_cross_fitting_deals_few_adopters_to_both_halves(spark: SparkSession, fo
     fold = negatives.unionByName(valid.filter(F.col("label") == 1.0).limit(2)).cache()
     halves = model.stratified_halves(fold).groupBy("_half").agg(F.sum("label").alias("adopters"), F.count("*").alias("n"))
     assert sorted((row["adopters"], row["_half"]) for row in halves.collect()) == [(1.0, 0), (1.0, 1)]
-    scored = model.cross_calibrated(fitted, fold, method="platt")
-    assert scored.count() == 402
-    assert scored.filter(F.col(model.SCORE).isNull() | F.isnan(model.SCORE)).count() == 0
+    honest = model.cross_calibrated(fitted, fold, method="platt")
+    assert len(honest) == 402 and np.isfinite(honest).all()
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_the_fold_judged_on_the_driver_scores_as_the_saved_model_does_in_spark(folds, method: str) -> None:
+    """Calibration, its scores and the counts per score computed from the collected fold equal what Spark
+    gives scoring the same fold with the calibrated pipeline: the logged metrics are the model's."""
+    _, valid, fitted = folds
+    rows = model.fold_rows(fitted, valid, columns=["customer_id"])
+    assert len(rows) == valid.count() and set(rows[model.HALF]) == {0, 1}
+    stages = model.calibrator(fitted, valid, method=method, rows=rows)
+    calibrated = model.with_calibration(fitted, stages)
+    spark_scores = model.score(calibrated, valid).select("customer_id", model.SCORE).toPandas()
+    both = rows.assign(driver=model.calibrated_scores(stages, rows)).merge(spark_scores, on="customer_id")
+    assert len(both) == len(rows)
+    assert np.abs(both["driver"] - both[model.SCORE]).max() < 1e-12
+    on_driver = model.counts_of(both["driver"].to_numpy(), both[model.LABEL].to_numpy())
+    in_spark = model.by_score(model.score(calibrated, valid))
+    assert model.metrics_of(on_driver)["roc_auc"] == pytest.approx(model.metrics_of(in_spark)["roc_auc"], abs=1e-9)
+    assert on_driver["n"].sum() == in_spark["n"].sum() and len(on_driver) == pytest.approx(len(in_spark), abs=2)
 
 
 def test_calibration_of_a_fold_without_adopters_is_refused_with_a_reason(folds) -> None:
@@ -230,6 +247,17 @@ def test_an_offer_with_too_few_adopters_out_of_time_is_not_trained(settings, fol
     one = valid.filter(F.col("label") == 0.0).limit(300).unionByName(valid.filter(F.col("label") == 1.0).limit(1))
     fitted = train_job.fit_offer(settings, offer, train.drop(model.WEIGHT), one.cache(), feature_columns=FEATURES)
     assert fitted.model is None and fitted.positives > 100 and fitted.valid_positives == 1
+
+
+def test_census_counts_the_classes_and_digests_the_content_whatever_its_order(folds) -> None:
+    from jobs import train as train_job
+
+    _, valid, _ = folds
+    counts, digest = train_job.census(valid)
+    assert counts == model.class_counts(valid) and digest.startswith(f"{valid.count()}:")
+    assert train_job.census(valid.orderBy(F.rand(3)).repartition(3))[1] == digest
+    changed = valid.withColumn("x2", F.when(F.col("customer_id") == "C2-7", F.lit(0.5)).otherwise(F.col("x2")))
+    assert train_job.census(changed)[1] != digest
 
 
 def test_log_features_are_part_of_the_saved_model(spark: SparkSession, tmp_path: Path) -> None:

@@ -228,6 +228,17 @@ def edges(frame: DataFrame, column: str, *, bins: int) -> list[float]:
     open ends, so that a shifted population still falls in a bin (an action)."""
     probabilities = [k / bins for k in range(1, bins)]
     cuts = frame.approxQuantile(column, probabilities, 0.001) if probabilities else []
+    return _open_ended(cuts)
+
+
+def edges_of(values: np.ndarray, *, bins: int) -> list[float]:
+    """:func:`edges` of values held on the driver (exact quantiles, each one of the values)."""
+    probabilities = [k / bins for k in range(1, bins)]
+    cuts = np.quantile(values, probabilities, method="inverted_cdf") if probabilities and len(values) else []
+    return _open_ended(cuts)
+
+
+def _open_ended(cuts: Sequence[float]) -> list[float]:
     return [-math.inf, *sorted(set(float(c) for c in cuts)), math.inf]
 
 
@@ -237,6 +248,15 @@ def histogram(frame: DataFrame, column: str, splits: Sequence[float]) -> list[in
         frame.select(F.col(column).cast("double").alias(column)))
     counts = {int(row["_bin"]): row["n"] for row in bucketed.groupBy("_bin").agg(F.count("*").alias("n")).collect()}
     return [counts.get(k, 0) for k in range(len(splits))]
+
+
+def histogram_of(values: np.ndarray, splits: Sequence[float]) -> list[int]:
+    """:func:`histogram` of values held on the driver, with the Bucketizer's bins: ``[s_k, s_k+1)``, the
+    last one closed; NaN in the bin of its own, last."""
+    values = np.asarray(values, dtype=float)
+    bins = np.clip(np.searchsorted(np.asarray(splits, dtype=float), values, side="right") - 1, 0, len(splits) - 2)
+    bins[np.isnan(values)] = len(splits) - 1
+    return np.bincount(bins, minlength=len(splits)).tolist()
 
 
 def feature_psi(reference: DataFrame, current: DataFrame, columns: Sequence[str], *, bins: int) -> dict[str, float]:
