@@ -350,13 +350,19 @@ def training_frames(spark: SparkSession, settings: Settings, data: inputs.Inputs
     panels = {} if panels is None else panels
     dates = feature_job.cutoffs(run_date, settings.model)
     horizon = dt.timedelta(days=settings.model.horizon_days)
-    for cutoff in (*dates.train, dates.valid):
-        if cutoff in panels:
-            continue
+
+    def build_panel(cutoff: dt.date) -> tuple[dt.date, DataFrame]:
         rules = rules_before(data.order_lines, settings, cutoff)
-        panels[cutoff] = cache(panel(data, features_at(cutoff), rules, offer_list, cutoff=cutoff, end=cutoff + horizon))
+        built = cache(panel(data, features_at(cutoff), rules, offer_list, cutoff=cutoff, end=cutoff + horizon))
         # Materialised here, once: offers fitted from threads would each compute an unfilled cache again.
-        log.info("training panel as of %s: %d customers", cutoff, panels[cutoff].count())
+        log.info("training panel as of %s: %d customers", cutoff, built.count())
+        return cutoff, built
+
+    # The cutoffs' panels at once, from threads, as the offers are fitted (see fit_offers): rule mining is
+    # many small Spark jobs.
+    missing = [cutoff for cutoff in (*dates.train, dates.valid) if cutoff not in panels]
+    with ThreadPoolExecutor(max_workers=settings.model.parallel_offers) as pool:
+        panels.update(pool.map(build_panel, missing))
     # Windows reaching back before the first order are empty at early cutoffs: left out (see features.covered).
     first = data.order_lines.agg(F.min("date")).first()[0]
     history_days = (min(dates.train) - first).days if first is not None else 0

@@ -64,8 +64,9 @@ class Cached:
 
     def __call__(self, frame: DataFrame) -> DataFrame:
         """``frame``, cached until the block ends."""
-        self._frames.append(frame.cache())
-        return self._frames[-1]
+        cached = frame.cache()
+        self._frames.append(cached)  # one call at a time is atomic: safe from several threads
+        return cached
 
     def __enter__(self) -> Cached:
         return self
