@@ -63,8 +63,8 @@ def sklearn_seconds(work: list, feature_columns: list[str]) -> tuple[float, int]
     return float(np.median(seconds)), largest
 
 
-def measure(customers: int, home: Path) -> dict:
-    settings = load_settings(None, overrides={"home": str(home)})
+def measure(customers: int, home: Path, *, spark_settings: dict) -> dict:
+    settings = load_settings(None, overrides={"home": str(home), "spark": spark_settings})
     spec = generate.WorldSpec(customers=customers, start=START, end=RUN_DATE, seed=3)
     started = time.perf_counter()
     summary = generate.generate(settings.landing, settings.truth, spec, log=lambda _: None)
@@ -104,14 +104,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000])
     parser.add_argument("--out", type=Path)
+    # The base configuration's 2 GB driver runs out of heap in the features job at 1M customers.
+    parser.add_argument("--driver-memory", default=None, help="spark.driver_memory (default: the base configuration's)")
+    parser.add_argument("--shuffle-partitions", type=int, default=None)
     args = parser.parse_args(argv)
+    spark_settings = {key: value for key, value in (("driver_memory", args.driver_memory),
+                                                    ("shuffle_partitions", args.shuffle_partitions)) if value}
     configure_logging()
     rows = []
     header = (f"Measured {dt.date.today()} on {platform.platform()}, Python {platform.python_version()}, "
               f"{os.cpu_count()} cores.\n\n    {command('bench/propensity_speed.py')}\n\n")
     for customers in args.customers:
         with tempfile.TemporaryDirectory(prefix="xsell-bench-") as folder:
-            rows.append(measure(customers, Path(folder) / "var"))
+            rows.append(measure(customers, Path(folder) / "var", spark_settings=spark_settings))
         print(table(rows), flush=True)
         if args.out:  # after every size: the largest can take hours
             args.out.write_text(header + table(rows))

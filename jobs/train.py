@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pyspark.ml import PipelineModel
@@ -126,6 +127,43 @@ def oracle_metrics(valid: DataFrame, truth: DataFrame | None, offer: offers.Offe
     return {"oracle_roc_auc": model.roc_auc(scored)}
 
 
+def judged(fitted: PipelineModel, train: DataFrame, valid: DataFrame, *, method: str,
+           base_rate: float) -> tuple[PipelineModel, np.ndarray, dict[str, pd.DataFrame]]:
+    """The final model (``fitted`` with calibration fitted on the out-of-time fold ``valid``), its scores
+    of the fold, and every scorer's :func:`~xsell.model.counts_of` on the fold: ``model``, its calibration
+    cross-fitted over the fold's halves (``calibration``), the ``rule score``, ``popularity`` among similar
+    customers of ``train`` and, when calibrated, the ``classifier`` alone.
+
+    One Spark job scores the fold with the classifier and collects it; the calibration, its cross-fitted
+    check and the counts come from those rows on the driver (with a Spark job for each, fitting the 14
+    offers of a 100k-customer world took 214 s instead of 155 s).
+    """
+    with_popularity = model.popularity_baseline(
+        train, valid, share_columns=[c for c in train.columns if c.startswith("share__")])
+    fold = model.fold_rows(fitted, with_popularity.withColumnRenamed(model.SCORE, "popularity"),
+                           columns=["rule_lift", "popularity"])
+    labels = fold[model.LABEL].to_numpy()
+    counts = {}
+    if method == "none":
+        final = fold[model.PROBABILITY].to_numpy()
+        if 0.0 < base_rate < 1.0:
+            final = model.prior_corrected(final, base_rate=base_rate)
+        honest = final
+    else:
+        # Ranking metrics come from the final model: calibration is monotone, so they are the
+        # classifier's own. Its probabilities are judged out of fold: two half-fold calibrators, each
+        # scoring the half it did not see (on the demo, splicing two calibrators' ranks took 0.65 to 0.48).
+        honest = model.cross_calibrated(fitted, valid, method=method, rows=fold)
+        stages = model.calibrator(fitted, valid, method=method, rows=fold)
+        final = model.calibrated_scores(stages, fold)
+        fitted = model.with_calibration(fitted, stages)
+        counts["classifier"] = model.counts_of(fold[model.PROBABILITY].to_numpy(), labels)
+    counts |= {"model": model.counts_of(final, labels), "calibration": model.counts_of(honest, labels),
+               "rule score": model.counts_of(fold["rule_lift"].to_numpy(), labels),
+               "popularity": model.counts_of(fold["popularity"].to_numpy(), labels)}
+    return fitted, final, counts
+
+
 def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: DataFrame, *,
               feature_columns: list[str], truth: DataFrame | None = None, against_champion: bool = True) -> Fitted:
     """Fit, calibrate on the out-of-time fold and score it (calibration cross-fitted), score both
@@ -153,39 +191,14 @@ def fit_offer(settings: Settings, offer: offers.Offer, train: DataFrame, valid: 
     log.info("%s: fitted on %d rows (%d positives) in %.1f s", offer.offer_id, rows, positives,
              time.perf_counter() - started)
     base_rate = positives / rows
-    method = settings.model.calibration
-    # One Spark job scores the out-of-time fold with the classifier and collects it; the calibration, its
-    # cross-fitted check and every scorer's counts come from those rows on the driver (with a Spark job
-    # for each, fitting the 14 offers of a 100k-customer world took 214 s instead of 155 s).
-    with_popularity = model.popularity_baseline(
-        train, valid, share_columns=[c for c in train.columns if c.startswith("share__")])
-    fold = model.fold_rows(fitted, with_popularity.withColumnRenamed(model.SCORE, "popularity"),
-                            columns=["rule_lift", "popularity"])
-    labels = fold[model.LABEL].to_numpy()
-    if method == "none":
-        final = fold[model.PROBABILITY].to_numpy()
-        if 0.0 < base_rate < 1.0:
-            final = model.prior_corrected(final, base_rate=base_rate)
-        honest = final
-    else:
-        # Ranking metrics come from the final model: calibration is monotone, so they are the
-        # classifier's own. Its probabilities are judged out of fold: two half-fold calibrators, each
-        # scoring the half it did not see (on the demo, splicing two calibrators' ranks took 0.65 to 0.48).
-        honest = model.cross_calibrated(fitted, valid, method=method, rows=fold)
-        stages = model.calibrator(fitted, valid, method=method, rows=fold)
-        final = model.calibrated_scores(stages, fold)
-        fitted = model.with_calibration(fitted, stages)
-    counts = {"model": model.counts_of(final, labels), "calibration": model.counts_of(honest, labels),
-              "rule score": model.counts_of(fold["rule_lift"].to_numpy(), labels),
-              "popularity": model.counts_of(fold["popularity"].to_numpy(), labels)}
-    tables = {scorer: model.deciles_of(frame) for scorer, frame in counts.items()}
+    fitted, final, counts = judged(fitted, train, valid, method=settings.model.calibration, base_rate=base_rate)
+    tables = {scorer: model.deciles_of(frame) for scorer, frame in counts.items() if scorer != "classifier"}
     metrics = {**model.metrics_of(counts["model"], tables["model"]),
                "brier": model.metrics_of(counts["calibration"], tables["calibration"])["brier"]}
-    if method != "none":
+    if "classifier" in counts:
         # The classifier's own ranking, logged apart: a Platt slope bounded at zero makes a classifier that
         # ranks the fold upside down constant (AUC 0.5), and this says by how much it was below chance.
-        metrics["classifier_roc_auc"] = model.metrics_of(
-            model.counts_of(fold[model.PROBABILITY].to_numpy(), labels))["roc_auc"]
+        metrics["classifier_roc_auc"] = model.metrics_of(counts["classifier"])["roc_auc"]
     oracle = oracle_metrics(valid, truth, offer)
     if oracle:
         metrics["oracle_ratio"] = metrics["roc_auc"] / oracle["oracle_roc_auc"] if oracle["oracle_roc_auc"] else 0.0
