@@ -158,7 +158,9 @@ def calibrator(fitted: PipelineModel, fold: DataFrame | None, *, method: str, ro
     if method not in ("platt", "isotonic"):
         raise ValueError(f"unknown calibration {method!r}: one of {', '.join(CALIBRATIONS)}")
     if method == "isotonic":
-        _require_both_classes({row[0] for row in fold.select(LABEL).distinct().collect()})
+        # The labels are on the driver already when ``rows`` are given: no Spark job to check them.
+        _require_both_classes(set(rows[LABEL].unique()) if rows is not None
+                              else {row[0] for row in fold.select(LABEL).distinct().collect()})
         return [IsotonicRegression(featuresCol="probability", featureIndex=1, labelCol=LABEL,
                                    predictionCol=ISOTONIC_SCORE).fit(fitted.transform(fold))]
     if rows is None:
