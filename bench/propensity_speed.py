@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import command  # noqa: E402
 from jobs import basket_rules, features, train, validate  # noqa: E402
 from xsell import generate, inputs  # noqa: E402
+from xsell.model import LABEL  # noqa: E402
 from xsell.features import heavy_tailed  # noqa: E402
 from xsell.offers import model_features as offer_features  # noqa: E402
 from xsell.config import load_settings  # noqa: E402
@@ -36,6 +37,7 @@ from xsell.runtime import configure_logging  # noqa: E402
 from xsell.spark import session  # noqa: E402
 
 START, RUN_DATE = dt.date(2025, 1, 1), dt.date(2025, 6, 30)
+ARROW = "spark.sql.execution.arrow.pyspark.enabled"
 
 
 def sklearn_seconds(work: list, feature_columns: list[str]) -> tuple[float, int]:
@@ -50,16 +52,16 @@ def sklearn_seconds(work: list, feature_columns: list[str]) -> tuple[float, int]
         columns = offer_features(offer, feature_columns)
         logged = set(heavy_tailed(columns))
         # Only the columns the model reads.
-        fit_rows, check_rows = (frame.select(*columns, "label").toPandas() for frame in (train_frame, valid_frame))
+        fit_rows, check_rows = (frame.select(*columns, LABEL).toPandas() for frame in (train_frame, valid_frame))
         largest = max(largest, len(fit_rows))
         started = time.perf_counter()
         for rows in (fit_rows, check_rows):
             for name in logged:
                 rows[name] = np.log1p(rows[name].clip(lower=0))
         classifier = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=50))
-        classifier.fit(fit_rows[columns], fit_rows["label"])
+        classifier.fit(fit_rows[columns], fit_rows[LABEL])
         margin = classifier.decision_function(check_rows[columns]).reshape(-1, 1)
-        LogisticRegression().fit(margin, check_rows["label"])
+        LogisticRegression().fit(margin, check_rows[LABEL])
         seconds.append(time.perf_counter() - started)
     return float(np.median(seconds)), largest
 
@@ -82,9 +84,12 @@ def measure(customers: int, home: Path, *, spark_settings: dict) -> dict:
     data = inputs.load(spark, settings, RUN_DATE)
     work, feature_columns = train.training_frames(spark, settings, data, RUN_DATE, data.offers)
     # The folds go to pandas as Arrow columns rather than row by row (collecting is not timed, but at 1M
-    # customers the training folds hold 2M rows).
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    alternative, largest = sklearn_seconds(work, feature_columns)
+    # customers the training folds hold 2M rows); only here, so that the next size's jobs run as configured.
+    spark.conf.set(ARROW, "true")
+    try:
+        alternative, largest = sklearn_seconds(work, feature_columns)
+    finally:
+        spark.conf.unset(ARROW)
     spark.catalog.clearCache()
     offers = len(results)
     return {"customers": customers, "order_lines": summary["order_lines"], "generate_s": generated,
