@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.validation_speed import DAY, land_day, plain_pass  # noqa: E402
 from expectations import order_lines as order_suite  # noqa: E402
+from jobs import validate  # noqa: E402
 from expectations.rules import TableSuite  # noqa: E402
 from xsell import schemas, validation  # noqa: E402
 from xsell.config import Settings, load_settings  # noqa: E402
@@ -60,8 +61,9 @@ def prepared_rows(spark: SparkSession, settings: Settings, suite: TableSuite) ->
     return validation.prepare(parsed, suite)
 
 
-def first_pass(prepared: DataFrame, suite: TableSuite) -> list:
-    """Counts and profile of the rows alone on their key, and the hashes of the keys held more than once."""
+def first_pass(prepared: DataFrame, suite: TableSuite) -> tuple[Counter[int], list[int]]:
+    """Rows per outcome code of the rows alone on their key (their profile is aggregated alongside), and
+    the hashes of the keys held more than once."""
     per_key = (prepared.groupBy(validation.key_hash(suite).alias("_key_hash"))
                .agg(F.count("*").alias("rows"), F.first("date").alias("date"), F.first("_local").alias("code"),
                     F.bit_or(validation.UNPARSABLE).alias("unparsable"),
@@ -69,12 +71,22 @@ def first_pass(prepared: DataFrame, suite: TableSuite) -> list:
                     F.min("unit_price").alias("min_price"), F.max((F.col("quantity") == 0).cast("int")).alias("zeros"),
                     F.min("order_ts").alias("first_ts"), F.max("order_ts").alias("last_ts")))
     shared = F.col("rows") > 1
-    return (per_key.groupBy("date", F.when(shared, F.lit(-1)).otherwise(F.col("code")).alias("code"))
-            .agg(F.sum("rows").alias("rows"), F.sum("guest").alias("guests"), F.bit_or("unparsable").alias("unparsable"),
-                 F.min("min_price").alias("min_price"), F.sum("zeros").alias("zeros"),
-                 F.min("first_ts").alias("first_ts"), F.max("last_ts").alias("last_ts"),
-                 F.collect_list(F.when(shared, F.col("_key_hash"))).alias("shared"))
-            .collect())
+    found = (per_key.groupBy("date", F.when(shared, F.lit(-1)).otherwise(F.col("code")).alias("code"))
+             .agg(F.sum("rows").alias("rows"), F.sum("guest").alias("guests"), F.bit_or("unparsable").alias("unparsable"),
+                  F.min("min_price").alias("min_price"), F.sum("zeros").alias("zeros"),
+                  F.min("first_ts").alias("first_ts"), F.max("last_ts").alias("last_ts"),
+                  F.collect_list(F.when(shared, F.col("_key_hash"))).alias("shared"))
+             .collect())
+    return _known_counts(found), [value for group in found for value in group["shared"]]
+
+
+def _known_counts(groups: list) -> Counter[int]:
+    """Rows per outcome code of aggregated ``groups``, leaving out the unresolved (code -1)."""
+    counts: Counter[int] = Counter()
+    for group in groups:
+        if group["code"] != -1:
+            counts[int(group["code"])] += group["rows"]
+    return counts
 
 
 def single_pass(prepared: DataFrame, suite: TableSuite) -> Counter[int]:
@@ -84,10 +96,8 @@ def single_pass(prepared: DataFrame, suite: TableSuite) -> Counter[int]:
     distinct rows; each distinct row takes its row-local code, or the key-conflict code when the key is
     present and held by two or more distinct rows. Two different rows of one key are taken for copies
     only if both 64- and 32-bit hashes of their columns collide."""
-    conflict = len(validation.outcomes(suite)) - 1
-    present = F.lit(True)
-    for column in suite.key:
-        present = present & F.col(column).isNotNull()
+    conflict = validation.conflict_code(suite)
+    present = validation.key_present(suite)
     row = F.struct(F.xxhash64(*suite.columns).alias("h"), F.hash(*suite.columns).alias("h2"),
                    F.col("_local").alias("local"), F.col("customer_id").isNull().alias("guest"),
                    F.col(validation.UNPARSABLE).alias("unparsable"), "unit_price", "quantity", "order_ts")
@@ -118,10 +128,8 @@ def narrow_pass(prepared: DataFrame, suite: TableSuite) -> tuple[Counter[int], l
     of their columns agree (one row kept, the rest duplicates); a key of two rows that differ holds two
     distinct rows, each taking its row-local code or the key-conflict code. Only keys of three or more
     rows, not all copies, are left for the window (none on the bench's day)."""
-    conflict = len(validation.outcomes(suite)) - 1
-    present = F.lit(True)
-    for column in suite.key:
-        present = present & F.col(column).isNotNull()
+    conflict = validation.conflict_code(suite)
+    present = validation.key_present(suite)
     wide, narrow = F.xxhash64(*suite.columns), F.hash(*suite.columns)
     per_key = (prepared.groupBy(validation.key_hash(suite).alias("_key_hash"))
                .agg(F.count("*").alias("n"), F.first("date").alias("date"), F.first(present).alias("present"),
@@ -151,11 +159,7 @@ def narrow_pass(prepared: DataFrame, suite: TableSuite) -> tuple[Counter[int], l
                   F.max(F.when(kept, F.col("last_ts"))).alias("last_ts"),
                   F.collect_list(F.when(F.col("e.code") == -1, F.col("_key_hash"))).alias("unresolved"))
              .collect())
-    counts: Counter[int] = Counter()
-    for group in found:
-        if group["code"] != -1:
-            counts[int(group["code"])] += group["rows"]
-    return +counts, [value for group in found for value in group["unresolved"]]
+    return +_known_counts(found), [value for group in found for value in group["unresolved"]]
 
 
 def second_pass(spark: SparkSession, prepared: DataFrame, suite: TableSuite, hashes: list[int]) -> list:
@@ -165,24 +169,11 @@ def second_pass(spark: SparkSession, prepared: DataFrame, suite: TableSuite, has
     return together.groupBy("date", "_code").agg(F.count("*").alias("rows")).collect()
 
 
-def order_suite_of(settings: Settings) -> TableSuite:
-    rules = settings.validation
-    return order_suite.suite(currencies=rules.currencies, excluded_products=rules.excluded_products,
-                             excluded_product_pattern=rules.excluded_product_pattern, min_rows=rules.min_rows)
-
-
 def same_counts_as_the_job(spark: SparkSession, settings: Settings) -> None:
-    """The two passes' rows per outcome must equal ``jobs.validate``'s on the same day (else the study
+    """Each design's rows per outcome must equal ``jobs.validate``'s on the same day (else the study
     measures something else)."""
-    from jobs import validate
-
-    suite = order_suite_of(settings)
-    groups = first_pass(prepared_rows(spark, settings, suite), suite)
-    counts: Counter[int] = Counter()
-    for group in groups:
-        if group["code"] != -1:
-            counts[int(group["code"])] += group["rows"]
-    hashes = [value for group in groups for value in group["shared"]]
+    suite = validate.order_lines_suite(settings)
+    counts, hashes = first_pass(prepared_rows(spark, settings, suite), suite)
     for row in second_pass(spark, prepared_rows(spark, settings, suite), suite, hashes):
         counts[int(row["_code"])] += row["rows"]
     known = validation.outcomes(suite)
@@ -202,10 +193,9 @@ def same_counts_as_the_job(spark: SparkSession, settings: Settings) -> None:
 
 def one_pass(spark: SparkSession, settings: Settings) -> tuple[float, float, int]:
     """Seconds of the first and the second pass, and the keys held more than once."""
-    suite = order_suite_of(settings)
+    suite = validate.order_lines_suite(settings)
     started = time.perf_counter()
-    groups = first_pass(prepared_rows(spark, settings, suite), suite)
-    hashes = [value for group in groups for value in group["shared"]]
+    _, hashes = first_pass(prepared_rows(spark, settings, suite), suite)
     first = time.perf_counter() - started
     started = time.perf_counter()
     if hashes:
@@ -230,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             same_counts_as_the_job(spark, settings)
             plain = statistics.median(_timed(lambda: plain_pass(spark, path)) for _ in range(args.repeat))
             runs = [one_pass(spark, settings) for _ in range(args.repeat)]
-            suite = order_suite_of(settings)
+            suite = validate.order_lines_suite(settings)
             single = statistics.median(_timed(lambda: single_pass(prepared_rows(spark, settings, suite), suite))
                                        for _ in range(args.repeat))
             narrow = statistics.median(_timed(lambda: narrow_pass(prepared_rows(spark, settings, suite), suite))

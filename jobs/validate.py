@@ -130,6 +130,13 @@ def _validate(spark: SparkSession, settings: Settings, days: list[validation.Lan
     return validation.kept_rows(routed, suite), validation.quarantine_rows(routed, suite, run_id=report.run_id)
 
 
+def order_lines_suite(settings: Settings) -> TableSuite:
+    """The order-line suite as the configuration's validation rules set it up."""
+    rules = settings.validation
+    return order_suite.suite(currencies=rules.currencies, excluded_products=rules.excluded_products,
+                             excluded_product_pattern=rules.excluded_product_pattern, min_rows=rules.min_rows)
+
+
 def _order_days(settings: Settings, run_date: dt.date, since: dt.date | None) -> list[validation.LandingDay]:
     landed = [date for date in validation.landing_dates(settings.landing, schemas.ORDER_LINES)
               if since is not None and since <= date < run_date]
@@ -197,9 +204,7 @@ def _run(spark: SparkSession, settings: Settings, run_date: dt.date, report: _Re
     customers, customer_quarantine = _validate(spark, settings, [customer_day], customer_suite.suite(),
                                                schemas.CUSTOMERS_DDL, report)
 
-    rules = settings.validation
-    suite = order_suite.suite(currencies=rules.currencies, excluded_products=rules.excluded_products,
-                              excluded_product_pattern=rules.excluded_product_pattern, min_rows=rules.min_rows)
+    suite = order_lines_suite(settings)
     if order_days:
         history = _volume_history(spark, settings, order_days[0].date)
         orders, order_quarantine = _validate(spark, settings, order_days, suite, schemas.ORDER_LINES_DDL, report,

@@ -264,6 +264,19 @@ def outcomes(suite: TableSuite) -> list[Outcome]:
 VALID_CODE, DUPLICATE_CODE = 0, 1
 
 
+def conflict_code(suite: TableSuite) -> int:
+    """The code of a row sharing its key with a different row (the last of :func:`outcomes`)."""
+    return len(outcomes(suite)) - 1
+
+
+def key_present(suite: TableSuite) -> Column:
+    """Every key column has a value: only then can two different rows conflict on the key."""
+    present = F.lit(True)
+    for column in suite.key:
+        present = present & F.col(column).isNotNull()
+    return present
+
+
 def prepare(parsed: DataFrame, suite: TableSuite) -> DataFrame:
     """The row-local part of routing: ``_local``, the code (see :func:`outcomes`) of the first exclusion
     or row rule that applies (0 if none). The raw text travels on, as a JSON record, only for rows that
@@ -342,12 +355,9 @@ def route(prepared: DataFrame, suite: TableSuite, *, shared: DataFrame | None = 
         together = _mark_copies(holding(prepared, shared, suite), suite)
         together = cache(together) if cache is not None else together
         marked = alone.unionByName(together)
-    key_present = F.lit(True)
-    for column in suite.key:
-        key_present = key_present & F.col(column).isNotNull()
     code = (F.when(F.col("_is_copy"), F.lit(DUPLICATE_CODE))
             .when(F.col("_local") != VALID_CODE, F.col("_local"))
-            .when(key_present & (F.col("_key_copies") > 1), F.lit(len(outcomes(suite)) - 1))
+            .when(key_present(suite) & (F.col("_key_copies") > 1), F.lit(conflict_code(suite)))
             .otherwise(F.lit(VALID_CODE)).cast("byte"))
 
     def coded(frame: DataFrame) -> DataFrame:
